@@ -1,0 +1,1 @@
+"""Evaluation metrics (FID, P-IDS/U-IDS, pixel metrics) behind one registry."""

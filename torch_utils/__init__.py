@@ -1,0 +1,1 @@
+"""PyTorch utilities below the training code: shape checks, device choice and the custom ops."""

@@ -1,0 +1,1 @@
+"""Networks, data, masks, losses and the training loop."""
