@@ -1,0 +1,128 @@
+"""Training snapshots on disk: atomic writes, weights-only loading with clear errors, and the generator loader."""
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+
+import torch
+
+from dnnlib import UserError
+
+SNAPSHOT_FORMAT = "comodgan-pytorch-snapshot"
+SNAPSHOT_VERSION = 1
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})\.pt$")
+REQUIRED_KEYS = ("G_kwargs", "D_kwargs", "G", "G_ema", "D")
+
+
+class CheckpointError(UserError):
+    """A snapshot file is missing, truncated, or not one of ours."""
+
+
+def snapshot_name(kimg):
+    """File name for the snapshot taken at `kimg` thousand images (6 digits, zero padded)."""
+    return f"network-snapshot-{int(kimg):06d}.pt"
+
+
+def save_snapshot(path, data):
+    """Write `data` to `path` atomically: temp file in the same folder, flush + fsync, then os.replace.
+
+    A crash at any moment leaves either the old file or the new one, never a torn file. `format` and `version`
+    are filled in when absent, so callers only provide the payload.
+    """
+    data = dict(data)
+    data.setdefault("format", SNAPSHOT_FORMAT)
+    data.setdefault("version", SNAPSHOT_VERSION)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder):
+    # Make the rename itself durable; not every platform lets us open a directory.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_snapshot(path, map_location="cpu"):
+    """Load a snapshot with `weights_only=True` (never executes code from the file) and check its format."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: snapshot file not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
+        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot or truncated ({_first_line(err)})") from None
+    except PermissionError as err:
+        raise CheckpointError(f"{path}: cannot read snapshot ({err.strerror})") from None
+    except (RuntimeError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt snapshot ({_first_line(err)})") from None
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot (format {found!r}, "
+                              f"expected {SNAPSHOT_FORMAT!r})")
+    if data.get("version") != SNAPSHOT_VERSION:
+        raise CheckpointError(f"{path}: snapshot version {data.get('version')!r} is not supported "
+                              f"(this code reads version {SNAPSHOT_VERSION})")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise CheckpointError(f"{path}: snapshot lacks {', '.join(missing)}")
+    return data
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def load_generator(path, device="cpu", ema=True):
+    """Rebuild the Generator from a snapshot: eval mode, no gradients, on `device`. `ema` picks G_ema over G."""
+    from training.networks import Generator  # Imported here so that reading snapshots never needs the networks.
+
+    device = torch.device(device)
+    data = load_snapshot(path)
+    G = Generator(**data["G_kwargs"])
+    try:
+        G.load_state_dict(data["G_ema" if ema else "G"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: generator weights do not match its G_kwargs ({_first_line(err)})") from None
+    G.eval().requires_grad_(False)
+    return G.to(device)
+
+
+def list_snapshots(run_dir):
+    """Snapshots in `run_dir` as a list of (kimg, path), oldest first."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = []
+    for name in os.listdir(run_dir):
+        match = SNAPSHOT_RE.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(run_dir, name)))
+    return sorted(found)
+
+
+def latest_snapshot(run_dir):
+    """Path of the newest snapshot in `run_dir`, or None."""
+    snaps = list_snapshots(run_dir)
+    return snaps[-1][1] if snaps else None
