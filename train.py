@@ -1,0 +1,68 @@
+"""Command line for training CoModGAN: parses options and hands them to training.training_loop.launch."""
+
+import sys
+
+import click
+
+from dnnlib import UserError
+from training.config import preset_names
+from training.training_loop import TrainingDiverged, launch
+
+
+def _grid(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected COLSxROWS such as 8x4") from None
+    return (w, h)
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--outdir", required=True, metavar="DIR", help="Where run directories NNNNN-<desc>/ are created.")
+@click.option("--data", required=True, metavar="ZIP|DIR", help="Training images (stylegan2-ada zip or folder).")
+@click.option("--data-val", metavar="ZIP|DIR", help="Images for the metrics (default: --data).")
+@click.option("--mask", default="free-form", metavar="SPEC",
+              help="Training mask spec: center, center:0.4, free-form, free-form:0.2-0.4, nvidia:PATH, mixed:...")
+@click.option("--cfg", type=click.Choice(preset_names()), default="auto",
+              help="Preset: published CoModGAN hyperparameters (celebahq256/512, auto = dataset resolution) or "
+                   "tiny (32x32, narrow, for CPU).")
+@click.option("--batch", type=click.IntRange(min=1), help="Total batch over all processes [default: preset].")
+@click.option("--batch-gpu", type=click.IntRange(min=1),
+              help="Samples per device per round; gradients are accumulated over rounds [default: preset cap].")
+@click.option("--gamma", type=click.FloatRange(min=0), help="R1 weight [default: preset, 10].")
+@click.option("--ema-kimg", type=click.FloatRange(min=0), help="G EMA half-life in kimg [default: preset, 10].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam lr of G and D [default: 0.002].")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), help="Train for this many thousand images.")
+@click.option("--mirror/--no-mirror", default=None, help="Random horizontal flips [default: on].")
+@click.option("--snap", type=click.IntRange(min=1), help="Ticks between snapshots, grids and metrics.")
+@click.option("--tick-kimg", type=click.FloatRange(min=0, min_open=True), help="kimg per progress tick.")
+@click.option("--metrics", default="none", metavar="LIST", help="Comma-separated metrics per snapshot, or none.")
+@click.option("--resume", metavar="PATH|latest|auto",
+              help="Snapshot to resume from; 'latest' = newest in --outdir (error if none); 'auto' = latest if any.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of weights, data order, masks and noise.")
+@click.option("--fp32", is_flag=True, help="Disable float16 layers on CUDA.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader worker processes.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", help="Compute device.")
+@click.option("--pl-weight", type=click.FloatRange(min=0), help="Path length regularisation weight [default: 0].")
+@click.option("--l1-weight", type=click.FloatRange(min=0), help="L1 reconstruction weight [default: 0].")
+@click.option("--grid", callback=_grid, metavar="COLSxROWS", help="Image grid layout [default: 8x4].")
+@click.option("--dry-run", is_flag=True, help="Validate, print the resolved configuration and exit.")
+def main(dry_run, **opts):
+    """Train CoModGAN. One GPU: python train.py --outdir runs --data celebahq.zip --mask center.
+    N GPUs: torchrun --nproc_per_node N train.py ... . CPU: add --cfg tiny."""
+    try:
+        launch(opts, dry_run=dry_run)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as err:
+        print(f"error: training stopped: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

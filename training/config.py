@@ -1,0 +1,159 @@
+"""Training presets (--cfg), resolution of user options into one JSON-able config, and the checks that run
+before any training starts."""
+
+import copy
+import json
+import os
+import re
+
+from dnnlib import EasyDict, UserError
+
+# Published CoModGAN training (FFHQ/Places2, reused for CelebA-HQ): Adam lr 0.002, betas (0, 0.99), eps 1e-8,
+# total batch 32, R1 gamma 10 every 16 D steps, G EMA half-life 10 kimg, style mixing 0.5, mirror only,
+# 8-layer mapping with z = w = 512, no path length term, no L1.
+_PUBLISHED = dict(
+    batch=32, gamma=10.0, ema_kimg=10.0, ema_rampup=0.05, lr=0.002, betas=(0.0, 0.99), eps=1e-8,
+    d_reg_interval=16, g_reg_interval=4, style_mixing_prob=0.5, pl_weight=0.0, l1_weight=0.0, mirror=True,
+    tick_kimg=4.0, snap=50, kimg=25000,
+    G=dict(z_dim=512, w_dim=512, channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256,
+           mapping_kwargs=dict(num_layers=8)),
+    D=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256),
+)
+
+
+def _preset(resolution, batch_gpu, **overrides):
+    p = copy.deepcopy(_PUBLISHED)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            p[key].update(value)
+        else:
+            p[key] = value
+    p.update(resolution=resolution, batch_gpu=batch_gpu)
+    return p
+
+
+# batch_gpu is the per-device cap used when --batch-gpu is not given (memory, not maths: gradients are
+# accumulated over rounds, so the result does not depend on it).
+PRESETS = {
+    # CPU sanity runs at 32x32: narrow layers, 2-layer mapping with z = w = 64, batch 8. Gamma is the published
+    # 10 scaled by (32/512)^2 * (32/8), the resolution/batch scaling of stylegan2-ada's heuristic; the EMA
+    # half-life scales with the batch (10 kimg * 8/32).
+    "tiny": _preset(32, 8, batch=8, gamma=0.2, ema_kimg=2.5, tick_kimg=1.0, snap=10, kimg=100,
+                    G=dict(z_dim=64, w_dim=64, channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None,
+                           mapping_kwargs=dict(num_layers=2)),
+                    D=dict(channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None)),
+    "celebahq256": _preset(256, 16),
+    "celebahq512": _preset(512, 8),
+    # The published hyperparameters at whatever resolution the dataset has.
+    "auto": _preset(None, 8),
+}
+
+
+def preset_names():
+    return list(PRESETS)
+
+
+def build_config(opts, world_size=1):
+    """Merge CLI options (None = take the preset) into a resolved EasyDict. `opts` keys mirror the CLI."""
+    opts = EasyDict(opts)
+    if opts.cfg not in PRESETS:
+        raise UserError(f"--cfg {opts.cfg}: unknown preset; choose one of {', '.join(PRESETS)}")
+    p = copy.deepcopy(PRESETS[opts.cfg])
+    c = EasyDict(cfg=opts.cfg, data=opts.data, data_val=opts.get("data_val"), mask=opts.mask, outdir=opts.outdir)
+    c.resolution = p["resolution"]
+    for key in ("batch", "gamma", "ema_kimg", "lr", "kimg", "tick_kimg", "snap", "mirror", "pl_weight",
+                "l1_weight", "style_mixing_prob", "ema_rampup"):
+        value = opts.get(key)
+        c[key] = p[key] if value is None else value
+    c.betas, c.eps = list(p["betas"]), p["eps"]
+    c.d_reg_interval = p["d_reg_interval"]
+    c.g_reg_interval = p["g_reg_interval"] if c.pl_weight != 0 else None
+    c.world_size = int(world_size)
+    c.batch_gpu = opts.get("batch_gpu") or min(c.batch // max(c.world_size, 1), p["batch_gpu"])
+    c.metrics = _parse_metrics(opts.get("metrics"))
+    c.resume = opts.get("resume")
+    c.seed = int(opts.get("seed") or 0)
+    c.fp32 = bool(opts.get("fp32"))
+    c.workers = int(opts.get("workers", 2))
+    c.device = opts.get("device", "auto")
+    c.grid = list(opts.get("grid") or (8, 4))
+    c.G_kwargs = dict(p["G"], img_channels=3)
+    c.D_kwargs = dict(p["D"], img_channels=3)
+    if c.fp32:
+        for kw in (c.G_kwargs, c.D_kwargs):
+            kw.update(num_fp16_res=0, conv_clamp=None)
+    _check_numbers(c)
+    return c
+
+
+def _parse_metrics(text):
+    if text is None or str(text).strip().lower() in ("", "none"):
+        return []
+    return [name.strip() for name in str(text).split(",") if name.strip()]
+
+
+def _check_numbers(c):
+    if c.batch < 1 or c.batch_gpu < 1:
+        raise UserError(f"--batch {c.batch} / --batch-gpu {c.batch_gpu}: must be positive")
+    per_round = c.batch_gpu * c.world_size
+    if c.batch % per_round != 0:
+        raise UserError(f"--batch {c.batch} must be a multiple of --batch-gpu {c.batch_gpu} x {c.world_size} "
+                        f"process(es) = {per_round}")
+    c.num_rounds = c.batch // per_round
+    if c.kimg <= 0 or c.tick_kimg <= 0 or c.snap < 1:
+        raise UserError(f"--kimg {c.kimg}, --tick-kimg {c.tick_kimg}, --snap {c.snap}: must all be positive")
+
+
+def set_resolution(c, data_resolution):
+    """Fix the training resolution from the dataset; a preset with a fixed resolution must match it."""
+    if c.resolution is not None and c.resolution != data_resolution:
+        raise UserError(f"--data {c.data}: images are {data_resolution}x{data_resolution} but --cfg {c.cfg} "
+                        f"trains at {c.resolution}x{c.resolution}; resize the dataset (dataset_tool.py) "
+                        f"or use --cfg auto")
+    c.resolution = int(data_resolution)
+    c.G_kwargs["img_resolution"] = c.resolution
+    c.D_kwargs["img_resolution"] = c.resolution
+
+
+def validate_inputs(c):
+    """Open the dataset(s), build the mask generator and check metric names: every user error, before training."""
+    from training.dataset import ImageDataset
+    from training.masks import make_mask_generator
+
+    if not c.data:
+        raise UserError("--data: a dataset zip or folder is required")
+    dataset = ImageDataset(c.data)
+    if len(dataset) == 0:
+        raise UserError(f"--data {c.data}: the dataset holds no images")
+    set_resolution(c, dataset.resolution)
+    if c.data_val:
+        val = ImageDataset(c.data_val)
+        if len(val) == 0 or val.resolution != c.resolution:
+            raise UserError(f"--data-val {c.data_val}: needs images at {c.resolution}x{c.resolution} "
+                            f"(found {len(val)} images at {val.resolution})")
+    make_mask_generator(c.mask, c.resolution)
+    if c.metrics:
+        _check_metric_names(c.metrics)
+    return dataset
+
+
+def _check_metric_names(names):
+    try:
+        from metrics import metric_main
+    except ImportError as err:
+        raise UserError(f"--metrics {','.join(names)}: the metrics package is unavailable ({err}); "
+                        f"use --metrics none") from None
+    bad = [name for name in names if not metric_main.is_valid_metric(name)]
+    if bad:
+        raise UserError(f"--metrics: unknown metric(s) {', '.join(bad)}; valid: "
+                        f"{', '.join(metric_main.list_valid_metrics())} or none")
+
+
+def run_description(c):
+    name = os.path.splitext(os.path.basename(os.path.normpath(c.data)))[0]
+    mask = re.sub(r"[^A-Za-z0-9.=-]+", "_", c.mask.split(":")[0] if c.mask.startswith("nvidia") else c.mask)
+    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}"
+
+
+def to_json(c):
+    return json.dumps(c, indent=2, sort_keys=True)

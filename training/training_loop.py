@@ -1,0 +1,545 @@
+"""The training loop: run directory, seeded data stream, phases (G main, D main, D reg), EMA, ticks, snapshots,
+image grids, metrics and exact resume."""
+
+import json
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from dnnlib import EasyDict, UserError
+from training import checkpoint, distributed
+from training.loss import CoModGANLoss, ema_beta, update_ema
+
+RUN_DIR_RE = re.compile(r"^(\d+)-")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, gradient or parameter became NaN/Inf; the message names the phase and the last good snapshot."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run directory and resume.
+
+
+def _run_dirs(outdir):
+    """Existing run directories of `outdir` as (id, path), highest id first."""
+    if not os.path.isdir(outdir):
+        return []
+    found = []
+    for name in os.listdir(outdir):
+        match = RUN_DIR_RE.match(name)
+        if match and os.path.isdir(os.path.join(outdir, name)):
+            found.append((int(match.group(1)), os.path.join(outdir, name)))
+    return sorted(found, reverse=True)
+
+
+def resolve_run(c, description):
+    """Decide the run directory and the snapshot to resume from. Returns (run_dir, resume_path or None).
+
+    'latest' and 'auto' continue inside the newest run directory that holds a snapshot (a preempted job that
+    reruns the same command carries on where it stopped); a PATH starts a new run directory from that snapshot.
+    """
+    runs = _run_dirs(c.outdir)
+    if c.resume in ("latest", "auto"):
+        for _run_id, run_dir in runs:
+            snap = checkpoint.latest_snapshot(run_dir)
+            if snap is not None:
+                return run_dir, snap
+        if c.resume == "latest":
+            raise UserError(f"--resume latest: no snapshot (network-snapshot-*.pt) in any run directory of "
+                            f"--outdir {c.outdir}; start without --resume or use --resume auto")
+        resume_path = None
+    elif c.resume:
+        resume_path = c.resume
+    else:
+        resume_path = None
+    next_id = runs[0][0] + 1 if runs else 0
+    return os.path.join(c.outdir, f"{next_id:05d}-{description}"), resume_path
+
+
+def check_resume(c, resume_path):
+    """Load the snapshot to resume from and check that it fits the configured networks (before training)."""
+    data = checkpoint.load_snapshot(resume_path)
+    for key in ("G_kwargs", "D_kwargs"):
+        if dict(data[key]) != _plain(c[key]):
+            raise UserError(f"--resume {resume_path}: its {key} {json.dumps(data[key], sort_keys=True)} differ from "
+                            f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same --cfg/--fp32")
+    return data
+
+
+def _plain(obj):
+    return json.loads(json.dumps(obj))
+
+
+class RunLog:
+    """Prints progress on rank 0 and appends it to run_dir/log.txt; also writes stats.jsonl and TensorBoard."""
+
+    def __init__(self, run_dir, is_main):
+        self.run_dir, self.is_main = run_dir, is_main
+        self.tb = None
+        if is_main:
+            os.makedirs(run_dir, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(run_dir)
+            except ImportError:
+                self.tb = None  # tensorboard is optional; stats.jsonl carries the same numbers
+
+    def print(self, message):
+        if not self.is_main:
+            return
+        print(message, flush=True)
+        with open(os.path.join(self.run_dir, "log.txt"), "a", encoding="utf-8") as f:
+            f.write(message + "\n")
+
+    def stats(self, record):
+        if not self.is_main:
+            return
+        with open(os.path.join(self.run_dir, "stats.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("tick", "timestamp"):
+                    self.tb.add_scalar(key, value, global_step=int(record["kimg"] * 1000))
+            self.tb.flush()
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Seeded data stream: everything random in a step is a function of (seed, step), so a resumed run replays it.
+
+
+def step_seed(seed, step, *tags):
+    """A 32-bit seed derived from the run seed, the global step and any tags (phase, rank, round)."""
+    return int(np.random.SeedSequence([int(seed), int(step), *map(int, tags)]).generate_state(1)[0])
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Yields, for each step from `start_step` on, this rank's share of the step's global batch.
+
+    The global batch (image indices, mirror flips, mask seeds) depends only on (seed, step): it is identical
+    for any number of ranks, workers or rounds, and after a resume.
+    """
+
+    def __init__(self, num_images, batch, rank, world_size, seed, mirror, start_step=0):
+        super().__init__()
+        self.num_images, self.batch, self.rank, self.world_size = num_images, batch, rank, world_size
+        self.seed, self.mirror, self.start_step = seed, mirror, start_step
+
+    def items(self, step):
+        rng = np.random.default_rng(step_seed(self.seed, step, 1))
+        idx = rng.integers(self.num_images, size=self.batch)
+        flip = rng.random(self.batch) < 0.5 if self.mirror else np.zeros(self.batch, dtype=bool)
+        mask_seed = rng.integers(2**63 - 1, size=self.batch)
+        share = self.batch // self.world_size
+        lo = self.rank * share
+        return [(int(idx[i]), bool(flip[i]), int(mask_seed[i])) for i in range(lo, lo + share)]
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.items(step)
+            step += 1
+
+
+class InpaintingData(torch.utils.data.Dataset):
+    """Maps (image index, flip, mask seed) to (uint8 image [3, H, W], float mask [1, H, W], 1 = known)."""
+
+    def __init__(self, dataset, mask_spec, resolution):
+        self.dataset, self.mask_spec, self.resolution = dataset, mask_spec, resolution
+        self._gen = None
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        from training.masks import make_mask_generator
+
+        idx, flip, mask_seed = item
+        if self._gen is None:  # built lazily: in a worker process, not pickled from the parent
+            self._gen = make_mask_generator(self.mask_spec, self.resolution)
+        img = np.asarray(self.dataset[idx])
+        if flip:
+            img = img[:, :, ::-1]
+        mask = self._gen(np.random.default_rng(mask_seed)).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(mask[None])
+
+
+def make_loader(c, dataset, info, start_step):
+    sampler = StepSampler(len(dataset), c.batch, info.rank, info.world_size, c.seed, c.mirror, start_step)
+    kwargs = dict(num_workers=c.workers, pin_memory=info.device.type == "cuda")
+    if c.workers > 0:
+        kwargs.update(prefetch_factor=2, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(InpaintingData(dataset, c.mask, c.resolution), batch_sampler=sampler,
+                                         **kwargs)
+    return iter(loader)
+
+
+def step_latents(c, step, z_dim):
+    """The step's z for the G and D phases: global [batch, z_dim] tensors, drawn on the CPU from (seed, step)."""
+    gen = torch.Generator().manual_seed(step_seed(c.seed, step, 2))
+    return {name: torch.randn([c.batch, z_dim], generator=gen) for name in ("G", "D", "Greg")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks, optimisers and phases.
+
+
+def build_state(c, info):
+    """Networks, EMA copy, optimisers (lazy-regularisation rescaled lr/betas) and the loss."""
+    from training.networks import Discriminator, Generator
+
+    torch.manual_seed(c.seed)  # rank 0's initial weights win anyway (broadcast below)
+    G = Generator(**c.G_kwargs).train().to(info.device)
+    D = Discriminator(**c.D_kwargs).train().to(info.device)
+    G_ema = Generator(**c.G_kwargs).eval().requires_grad_(False).to(info.device)
+    G_ema.load_state_dict(G.state_dict())
+    opt_G = _adam(G, c, c.g_reg_interval)
+    opt_D = _adam(D, c, c.d_reg_interval)
+    loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob, pl_weight=c.pl_weight,
+                        l1_weight=c.l1_weight)
+    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss,
+                    cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0)
+
+
+def _adam(module, c, reg_interval):
+    # Lazy regularisation: the main loss steps 1 of every interval + 1 optimizer steps, so lr and betas are
+    # rescaled by mb_ratio = interval / (interval + 1) to keep the per-image dynamics of a non-lazy run.
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    betas = (float(c.betas[0]) ** ratio, float(c.betas[1]) ** ratio)
+    return torch.optim.Adam(module.parameters(), lr=c.lr * ratio, betas=betas, eps=c.eps)
+
+
+def make_phases(c, state):
+    """The phases in the order they run in a step; `tag` keys the per-phase seeds, `z` the step latents used."""
+    phases = [EasyDict(name="Gmain", module=state.G, opt=state.opt_G, interval=1, method="g_main", z="G", tag=0)]
+    if c.pl_weight != 0:
+        phases.append(EasyDict(name="Greg", module=state.G, opt=state.opt_G, interval=c.g_reg_interval,
+                               method="g_pl", z="Greg", tag=1))
+    phases.append(EasyDict(name="Dmain", module=state.D, opt=state.opt_D, interval=1, method="d_main", z="D", tag=2))
+    if c.gamma != 0:
+        phases.append(EasyDict(name="Dreg", module=state.D, opt=state.opt_D, interval=c.d_reg_interval,
+                               method="d_r1", z=None, tag=3))
+    return phases
+
+
+def restore_state(state, data, info):
+    """Load networks, optimisers, the path-length mean and the progress counters from a snapshot dict."""
+    state.G.load_state_dict(data["G"])
+    state.G_ema.load_state_dict(data["G_ema"])
+    state.D.load_state_dict(data["D"])
+    for key in ("opt_G", "opt_D"):
+        if key in data:
+            state[key].load_state_dict(data[key])
+    pl_mean = data.get("loss_state", {}).get("pl_mean")
+    if pl_mean is not None:
+        state.loss.pl_mean = pl_mean.to(info.device)
+    progress = data.get("progress", {})
+    for key in ("cur_nimg", "cur_tick", "step"):
+        state[key] = int(progress.get(key, 0))
+    state.tick_start_nimg = state.cur_nimg
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def snapshot_dict(c, state):
+    """Everything a resume needs, as tensors and plain data (loadable with weights_only=True)."""
+    pl_mean = state.loss.pl_mean
+    return {
+        "G_kwargs": _plain(state.G.init_kwargs), "D_kwargs": _plain(state.D.init_kwargs),
+        "G": _to_cpu(state.G.state_dict()), "G_ema": _to_cpu(state.G_ema.state_dict()),
+        "D": _to_cpu(state.D.state_dict()),
+        "opt_G": _to_cpu(state.opt_G.state_dict()), "opt_D": _to_cpu(state.opt_D.state_dict()),
+        "loss_state": {"pl_mean": None if pl_mean is None else pl_mean.detach().cpu()},
+        "progress": {"cur_nimg": state.cur_nimg, "cur_tick": state.cur_tick, "step": state.step,
+                     "kimg": state.cur_nimg / 1000},
+        # Per-step RNG is re-derived from (seed, step); the generator states are stored for the record.
+        "rng": {"seed": c.seed, "torch_cpu": torch.get_rng_state()},
+        "training_options": _plain(c),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One step.
+
+
+def run_phase(c, state, info, phase, batch, latents, tick_stats, last_snapshot):
+    """Accumulate one phase's gradients over the rounds, all-reduce them with the stats, check, step."""
+    for net in (state.G, state.D):
+        net.requires_grad_(net is phase.module)
+    phase.opt.zero_grad(set_to_none=True)
+    img, mask = batch
+    n = c.batch_gpu
+    stats = {}
+    for rnd in range(c.num_rounds):
+        # Generator noise, style mixing and path-length noise come from torch's global RNG: seed it per round.
+        torch.manual_seed(step_seed(c.seed, state.step, 3, phase.tag, info.rank, rnd))
+        args = [img[rnd * n:(rnd + 1) * n], mask[rnd * n:(rnd + 1) * n]]
+        if phase.z is not None:
+            lo = info.rank * (c.batch // info.world_size) + rnd * n  # this rank's slice of the global batch
+            args.append(latents[phase.z][lo:lo + n].to(info.device))
+        out = getattr(state.loss, phase.method)(*args, gain=phase.interval / c.num_rounds)
+        for key, value in out.items():
+            stats[key] = stats.get(key, 0) + value.float()
+    _reduce_and_check(c, state, info, phase.name, phase.module, stats, tick_stats, last_snapshot)
+    phase.opt.step()
+    phase.module.requires_grad_(False)
+
+
+def _reduce_and_check(c, state, info, name, module, stats, tick_stats, last_snapshot):
+    # One flat all-reduce carries the gradients and the loss sums, so every rank sees the same values and
+    # takes the same decision on non-finite numbers.
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    keys = sorted(stats)
+    flat = torch.cat([p.grad.flatten() for p in params] + [torch.stack([stats[k] for k in keys]).to(params[0].device)])
+    distributed.all_reduce_mean_(flat)
+    if not bool(torch.isfinite(flat).all()):
+        num_stats = len(keys)
+        what = "loss" if not bool(torch.isfinite(flat[-num_stats:]).all()) else "gradient"
+        raise TrainingDiverged(f"non-finite {what} in phase {name} at kimg {state.cur_nimg / 1000:.3f} "
+                               f"(step {state.step}); last good snapshot: {last_snapshot or 'none written yet'}")
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+    values = (flat[offset:] * info.world_size).tolist()
+    for key, value in zip(keys, values):
+        total, count = tick_stats.get(key, (0.0, 0))
+        tick_stats[key] = (total + value, count + c.batch)
+
+
+def training_step(c, state, info, phases, batch, tick_stats, last_snapshot):
+    img, mask = batch
+    img = img.to(info.device, non_blocking=True).to(torch.float32) / 127.5 - 1
+    mask = mask.to(info.device, non_blocking=True)
+    latents = step_latents(c, state.step, state.G.z_dim)
+    for phase in phases:
+        if state.step % phase.interval == 0:
+            run_phase(c, state, info, phase, (img, mask), latents, tick_stats, last_snapshot)
+    distributed.average_float_buffers_(state.G)
+    state.cur_nimg += c.batch
+    state.step += 1
+    update_ema(state.G_ema, state.G, ema_beta(c.batch, c.ema_kimg, state.cur_nimg, c.ema_rampup))
+
+
+def check_params_finite(state, where, last_snapshot):
+    for net_name in ("G", "D", "G_ema"):
+        for pname, p in state[net_name].named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise TrainingDiverged(f"non-finite parameter {net_name}.{pname} {where} at kimg "
+                                       f"{state.cur_nimg / 1000:.3f}; last good snapshot: "
+                                       f"{last_snapshot or 'none written yet'}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image grids, ticks, snapshots, metrics.
+
+
+def grid_inputs(c, dataset, info):
+    """Fixed images, evaluation masks and z for the grids (same for every snapshot of the run)."""
+    from training.masks import eval_mask
+
+    n = c.grid[0] * c.grid[1]
+    rng = np.random.default_rng(c.seed)
+    order = rng.permutation(len(dataset))
+    idx = [int(order[i % len(order)]) for i in range(n)]
+    img = torch.from_numpy(np.stack([np.asarray(dataset[i]) for i in idx])).to(torch.float32) / 127.5 - 1
+    mask = torch.from_numpy(np.stack([eval_mask(c.mask, c.resolution, c.seed, i) for i in range(n)]))[:, None]
+    z = torch.randn([n, c.G_kwargs["z_dim"]], generator=torch.Generator().manual_seed(c.seed))
+    return img, mask.to(torch.float32), z
+
+
+def save_grid(images, grid, path):
+    """Write [N, C, H, W] images in [-1, 1] as one PNG of grid[0] columns by grid[1] rows."""
+    from PIL import Image
+
+    gw, gh = grid
+    x = ((images.detach().cpu().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    _n, ch, h, w = x.shape
+    x = x.reshape(gh, gw, ch, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, ch)
+    Image.fromarray(x[:, :, 0] if ch == 1 else x).save(path)
+
+
+@torch.no_grad()
+def write_fakes(c, state, info, grid_data, path):
+    img, mask, z = grid_data
+    out = []
+    for i in range(0, img.shape[0], c.batch_gpu):
+        sl = slice(i, i + c.batch_gpu)
+        out.append(state.G_ema(img[sl].to(info.device), mask[sl].to(info.device), z=z[sl].to(info.device),
+                               noise_mode="const").cpu())
+    save_grid(torch.cat(out), c.grid, path)
+
+
+def tick_record(c, state, tick_stats, timing):
+    now = time.time()
+    tick_time = now - timing.tick_start
+    tick_kimg = (state.cur_nimg - state.tick_start_nimg) / 1000
+    sec_per_kimg = tick_time / max(tick_kimg, 1e-8)
+    record = {"tick": state.cur_tick, "kimg": state.cur_nimg / 1000, "timestamp": now,
+              "time_s": now - timing.start + timing.offset, "sec_per_tick": tick_time, "sec_per_kimg": sec_per_kimg,
+              "eta_s": max(c.kimg - state.cur_nimg / 1000, 0) * sec_per_kimg}
+    for key, (total, count) in sorted(tick_stats.items()):
+        record[key] = total / max(count, 1)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        record["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.reset_peak_memory_stats()
+    record["cpu_mem_gb"] = psutil.Process().memory_info().rss / 2**30
+    return record
+
+
+def _fmt_time(seconds):
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h" if seconds >= 86400 else \
+        f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def tick_line(record):
+    parts = [f"tick {record['tick']:<5d}", f"kimg {record['kimg']:<8.3f}", f"time {_fmt_time(record['time_s'])}",
+             f"sec/tick {record['sec_per_tick']:<7.2f}", f"sec/kimg {record['sec_per_kimg']:<7.2f}",
+             f"eta {_fmt_time(record['eta_s'])}"]
+    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4f}")
+    mem = record.get("gpu_mem_gb", record["cpu_mem_gb"])
+    parts.append(f"{'gpu' if 'gpu_mem_gb' in record else 'cpu'}mem {mem:.2f}GB")
+    return "  ".join(parts)
+
+
+def run_metrics(c, state, info, log, snapshot_path):
+    from metrics import metric_main
+
+    for metric in c.metrics:
+        result = metric_main.calc_metric(metric, G=state.G_ema, data_path=c.data_val or c.data, mask_spec=c.mask,
+                                         device=info.device, seed=c.seed, rank=info.rank,
+                                         num_gpus=info.world_size, batch_size=c.batch_gpu)
+        if info.is_main:
+            metric_main.report_metric(result, run_dir=log.run_dir, snapshot_path=snapshot_path)
+            values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in result.results.items())
+            log.print(f"metric {metric}: {values} ({result.total_time:.1f}s)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def training_loop(c, info, dataset, run_dir, resume_data=None):
+    """Train until c.kimg thousand images; returns the path of the last snapshot."""
+    log = RunLog(run_dir, info.is_main)
+    state = build_state(c, info)
+    last_snapshot = None
+    if resume_data is not None:
+        restore_state(state, resume_data, info)
+        last_snapshot = c.get("resume_path")
+        log.print(f"resuming from {last_snapshot} at kimg {state.cur_nimg / 1000:.3f} (tick {state.cur_tick})")
+    for net in (state.G, state.D, state.G_ema):
+        distributed.broadcast_module_(net)
+    phases = make_phases(c, state)
+    grid_data = grid_inputs(c, dataset, info)
+    if info.is_main:
+        save_grid(grid_data[0] * grid_data[1], c.grid, os.path.join(run_dir, "reals.png"))
+        if resume_data is None:
+            write_fakes(c, state, info, grid_data, os.path.join(run_dir, "fakes_init.png"))
+    log.print(f"training for {c.kimg} kimg on {info.world_size} process(es), device {info.device}, "
+              f"batch {c.batch} ({c.batch_gpu} per device x {c.num_rounds} round(s))")
+    loader = make_loader(c, dataset, info, state.step)
+    timing = EasyDict(start=time.time(), tick_start=time.time(), offset=0.0)
+    tick_stats = {}
+    try:
+        while True:
+            training_step(c, state, info, phases, next(loader), tick_stats, last_snapshot)
+            done = state.cur_nimg >= c.kimg * 1000
+            if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + c.tick_kimg * 1000:
+                continue
+            last_snapshot = end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot)
+            tick_stats = {}
+            if done:
+                break
+    finally:
+        log.close()
+    log.print(f"done: {state.cur_nimg / 1000:.3f} kimg; last snapshot {last_snapshot}")
+    return last_snapshot
+
+
+def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot):
+    """Report the tick; on snapshot ticks write grids, the snapshot and metrics. Returns the last snapshot."""
+    check_params_finite(state, "after tick", last_snapshot)
+    record = tick_record(c, state, tick_stats, timing)
+    log.print(tick_line(record))
+    log.stats(record)
+    tick = state.cur_tick
+    state.cur_tick += 1
+    state.tick_start_nimg = state.cur_nimg
+    if done or tick % c.snap == 0:
+        kimg = state.cur_nimg // 1000
+        path = os.path.join(log.run_dir, checkpoint.snapshot_name(kimg))
+        distributed.check_consistency(state.G, "G")
+        distributed.check_consistency(state.D, "D")
+        if info.is_main:
+            write_fakes(c, state, info, grid_data, os.path.join(log.run_dir, f"fakes{kimg:06d}.png"))
+            checkpoint.save_snapshot(path, snapshot_dict(c, state))
+        distributed.barrier()
+        last_snapshot = path
+        if c.metrics:
+            run_metrics(c, state, info, log, path)
+    timing.tick_start = time.time()
+    return last_snapshot
+
+
+def run(c, info, dataset, run_dir, resume_data=None):
+    """Write training_options.json (rank 0) and train. Flushes stdout so the last lines are not lost."""
+    if info.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "training_options.json"), "w", encoding="utf-8") as f:
+            json.dump(_plain(c), f, indent=2, sort_keys=True)
+    distributed.barrier()
+    try:
+        return training_loop(c, info, dataset, run_dir, resume_data)
+    finally:
+        sys.stdout.flush()
+
+
+def launch(opts, dry_run=False):
+    """Everything train.py does after parsing: join the process group, resolve and validate the config
+    (every user error surfaces here, before training), pick the run directory, then train or print."""
+    from torch_utils.misc import resolve_device
+    from training import config
+
+    info = distributed.init(resolve_device(opts.get("device", "auto")))
+    try:
+        c = config.build_config(opts, world_size=info.world_size)
+        c.device = str(info.device)
+        dataset = config.validate_inputs(c)
+        run_dir, resume_path = resolve_run(c, config.run_description(c))
+        run_dir, resume_path = distributed.broadcast_object((run_dir, resume_path))
+        resume_data = check_resume(c, resume_path) if resume_path else None
+        c.run_dir, c.resume_path = run_dir, resume_path
+        if dry_run:
+            if info.is_main:
+                print(config.to_json(c))
+            return None
+        return run(c, info, dataset, run_dir, resume_data)
+    finally:
+        distributed.shutdown()
