@@ -91,7 +91,7 @@ def _check_mask_spec(mask_spec, resolution, seed):
 
 
 def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_gpus=1, detector=None,
-                batch_size=16, cache_dir=None, G_kwargs=None):
+                batch_size=16, cache_dir=None, G_kwargs=None, progress=False):
     """Run metric `metric` of inpainter `G` on the validation set `data_path` with masks `mask_spec`.
 
     G: a Generator (called as G(img, mask, z, **G_kwargs)) or any callable fn(img, mask, z) -> img (z is None if it
@@ -100,7 +100,8 @@ def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_
     Under DDP (torch.distributed initialised, num_gpus > 1) every rank must call this; rank 0 gets the values,
     the other ranks get NaN/empty values. detector: local path or URL of the TorchScript Inception (None: the
     $COMODGAN_DETECTOR variable, then the public URL); `pix` metrics never load it. cache_dir: download and
-    real-statistics cache (None: ~/.cache/comodgan or $COMODGAN_CACHE_DIR).
+    real-statistics cache (None: ~/.cache/comodgan or $COMODGAN_CACHE_DIR). progress: rank 0 prints progress lines
+    to stderr.
     Returns EasyDict(results=EasyDict(<metric>[_<field>]=value, ...), metric, mask, seed, num_items, num_gpus,
     total_time, total_time_str).
     """
@@ -117,7 +118,7 @@ def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_
     opts = EasyDict(G=metric_utils.prepare_inpainter(G), G_kwargs=dict(G_kwargs or {}), dataset=dataset,
                     mask_spec=mask_spec, resolution=resolution, device=device, seed=int(seed), rank=rank,
                     num_gpus=num_gpus, detector=detector, batch_size=int(batch_size), cache_dir=cache_dir,
-                    num_items=num_items)
+                    num_items=num_items, progress=progress)
     values = _metric_kinds[kind](opts)
     if metric_utils.ddp_active(opts):
         torch.distributed.barrier()  # nobody races ahead into the next metric while rank 0 fits the SVM

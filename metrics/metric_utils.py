@@ -4,6 +4,7 @@ accumulator, and the evaluation-set iterator that turns validation images into r
 import copy
 import hashlib
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -313,6 +314,22 @@ def _run_inpainter(opts, G, real, mask, batch):
     return torch.where(mask.bool(), real, to_uint8(out))
 
 
+class Progress:
+    """Rank 0 prints `<tag> images i/n` to stderr about every 10% when opts.progress is set (the CLI's runs)."""
+
+    def __init__(self, opts, tag, total):
+        self.enabled = bool(opts.get("progress")) and opts.rank == 0 and total > 0
+        self.tag, self.total, self.done, self.next_report = tag, total, 0, 0.1
+        self.start = time.time()
+
+    def update(self, count):
+        self.done += count
+        if self.enabled and self.done >= self.next_report * self.total:
+            self.next_report = np.floor(self.done / self.total * 10 + 1) / 10
+            print(f"  {self.tag} images {self.done}/{self.total} (rank 0) {time.time() - self.start:.1f}s",
+                  file=sys.stderr, flush=True)
+
+
 def iterate_eval_pairs(opts, G, dataset, num_items):
     """Yield EasyDict(indices, real, fake, mask) for this rank's share of items 0..num_items-1.
 
@@ -320,22 +337,26 @@ def iterate_eval_pairs(opts, G, dataset, num_items):
     reuse image i % len(dataset) with their own mask and z.
     """
     indices = rank_indices(num_items, opts.rank, opts.num_gpus)
+    progress = Progress(opts, "inpainted", len(indices))
     for start in range(0, len(indices), opts.batch_size):
         batch = indices[start:start + opts.batch_size]
         real, mask = _load_batch(opts, dataset, batch)
         fake = _run_inpainter(opts, G, real, mask, batch)
         yield EasyDict(indices=batch, real=real, fake=fake, mask=mask)
+        progress.update(len(batch))
 
 
 def iterate_real_images(opts, dataset, num_items):
     """Yield (indices, uint8 real images) for this rank's share of dataset items 0..num_items-1."""
     indices = rank_indices(num_items, opts.rank, opts.num_gpus)
+    progress = Progress(opts, "real", len(indices))
     for start in range(0, len(indices), opts.batch_size):
         batch = indices[start:start + opts.batch_size]
         real = np.stack([dataset[i] for i in batch])
         if real.shape[1] == 1:
             real = np.repeat(real, 3, axis=1)
         yield batch, torch.from_numpy(real).to(opts.device)
+        progress.update(len(batch))
 
 
 def _dataset_fingerprint(dataset):
