@@ -96,11 +96,19 @@ def _first_line(err):
 
 
 def load_generator(path, device="cpu", ema=True):
-    """Rebuild the Generator from a snapshot: eval mode, no gradients, on `device`. `ema` picks G_ema over G."""
+    """Rebuild the Generator from a snapshot (or an official TF .pkl): eval mode, no gradients, on `device`.
+
+    `ema` picks G_ema over G.
+    """
     from training.networks import Generator  # Imported here so that reading snapshots never needs the networks.
 
     device = torch.device(device)
-    data = load_snapshot(path)
+    if os.fspath(path).lower().endswith(".pkl"):
+        # An official CoModGAN TensorFlow pickle: converted in memory by the restricted importer.
+        from training.tf_import import convert_tf_pickle
+        data = convert_tf_pickle(path)
+    else:
+        data = load_snapshot(path)
     G = Generator(**data["G_kwargs"])
     try:
         G.load_state_dict(data["G_ema" if ema else "G"])
