@@ -361,3 +361,28 @@ def test_report_metric_appends_json_lines(tmp_path, val_zip):
     rec = json.loads(lines[0])
     assert rec["snapshot_pkl"] == "network-snapshot-000010.pt" and rec["mask"] == "center"
     assert rec["results"]["pix4_psnr"] == pytest.approx(res.results.pix4_psnr)
+
+
+def _ssim_wang_reference(a, b):
+    """Wang et al. 2004 written out with cv2: 11x11 Gaussian (sigma 1.5), valid region only, mean over channels."""
+    import cv2
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    k = cv2.getGaussianKernel(11, 1.5)
+    win = k @ k.T
+
+    def filt(x):
+        return cv2.filter2D(x, -1, win)[5:-5, 5:-5]
+
+    mu_a, mu_b = filt(a), filt(b)
+    var_a, var_b, cov = filt(a * a) - mu_a**2, filt(b * b) - mu_b**2, filt(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return ssim_map.mean()
+
+
+def test_ssim_matches_the_gaussian_window_definition_used_in_papers():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, size=[32, 32, 3]).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, size=a.shape), 0, 255).astype(np.uint8)
+    assert pixel_metrics.ssim_uint8(a, b) == pytest.approx(_ssim_wang_reference(a, b), abs=1e-9)
