@@ -263,6 +263,16 @@ def test_every_pickle_protocol_loads(tmp_path, protocol):
     assert G.name == "G" and Gs.name == "Gs" and set(G.components) == {"synthesis", "mapping"}
 
 
+def test_numpy1_global_names_load(tmp_path, official):
+    # The release files were written with numpy 1.x, whose pickles name numpy.core.multiarray (protocol 3 text).
+    payload = official["path"].read_bytes()
+    assert b"numpy._core.multiarray\n" in payload
+    path = tmp_path / "numpy1.pkl"
+    path.write_bytes(payload.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    snap = convert_tf_pickle(path)
+    assert all(torch.equal(snap["G_ema"][k], v) for k, v in official["snapshot"]["G_ema"].items())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Mismatches are reported by name.
 
@@ -306,6 +316,12 @@ def test_unreadable_files_give_clear_errors(tmp_path, official):
     wrong.write_bytes(pickle.dumps({"G": 1}))
     with pytest.raises(TFImportError, match=r"expected a pickled tuple \(G, D, Gs\)"):
         load_tf_pickle(wrong)
+    G, D, Gs = make_official_states(RES, **SMALL)
+    D._state["variables"].append(("Odd/weight",))
+    malformed = tmp_path / "malformed.pkl"
+    malformed.write_bytes(dumps_official((G, D, Gs)))
+    with pytest.raises(TFImportError, match=r"\[D\]: Network variables must be \(name, value\) pairs"):
+        load_tf_pickle(malformed)
 
 
 # ----------------------------------------------------------------------------------------------------------------

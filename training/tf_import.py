@@ -147,9 +147,17 @@ def load_tf_pickle(source):
 
 
 def _validate_state(net, label):
-    if net.version not in (2, 3, 4):
-        raise TFImportError(f"{label}: Network state version {net.version!r} is not supported (expected 2-4)")
-    for name, value in net.variables:
+    state = net.state
+    if state.get("version") not in (2, 3, 4):
+        raise TFImportError(f"{label}: Network state version {state.get('version')!r} is not supported (expected 2-4)")
+    for key, kind in (("static_kwargs", dict), ("components", dict), ("variables", list)):
+        if not isinstance(state.get(key, kind()), kind):
+            raise TFImportError(f"{label}: Network state {key} is a {type(state[key]).__name__}, "
+                                f"expected a {kind.__name__}")
+    for item in net.variables:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise TFImportError(f"{label}: Network variables must be (name, value) pairs, found {type(item).__name__}")
+        name, value = item
         if not isinstance(name, str):
             raise TFImportError(f"{label}: variable name {name!r} is not a string")
         value = np.asarray(value)
