@@ -91,7 +91,8 @@ def _check_mask_spec(mask_spec, resolution, seed):
 
 
 def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_gpus=1, detector=None,
-                batch_size=16, cache_dir=None, G_kwargs=None, progress=False):
+                batch_size=16, cache_dir=None, G_kwargs=None, progress=False,
+                num_workers=None):
     """Run metric `metric` of inpainter `G` on the validation set `data_path` with masks `mask_spec`.
 
     G: a Generator (called as G(img, mask, z, **G_kwargs)) or any callable fn(img, mask, z) -> img (z is None if it
@@ -101,7 +102,7 @@ def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_
     the other ranks get NaN/empty values. detector: local path or URL of the TorchScript Inception (None: the
     $COMODGAN_DETECTOR variable, then the public URL); `pix` metrics never load it. cache_dir: download and
     real-statistics cache (None: ~/.cache/comodgan or $COMODGAN_CACHE_DIR). progress: rank 0 prints progress lines
-    to stderr.
+    to stderr. num_workers: DataLoader processes decoding images and drawing masks (None: 3 on CUDA, 0 on CPU).
     Returns EasyDict(results=EasyDict(<metric>[_<field>]=value, ...), metric, mask, seed, num_items, num_gpus,
     total_time, total_time_str).
     """
@@ -118,7 +119,8 @@ def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_
     opts = EasyDict(G=metric_utils.prepare_inpainter(G), G_kwargs=dict(G_kwargs or {}), dataset=dataset,
                     mask_spec=mask_spec, resolution=resolution, device=device, seed=int(seed), rank=rank,
                     num_gpus=num_gpus, detector=detector, batch_size=int(batch_size), cache_dir=cache_dir,
-                    num_items=num_items, progress=progress)
+                    num_items=num_items, progress=progress,
+                    num_workers=(3 if device.type == "cuda" else 0) if num_workers is None else int(num_workers))
     values = _metric_kinds[kind](opts)
     if metric_utils.ddp_active(opts):
         torch.distributed.barrier()  # nobody races ahead into the next metric while rank 0 fits the SVM

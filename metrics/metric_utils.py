@@ -279,19 +279,52 @@ def prepare_inpainter(G):
     return G
 
 
-def _load_batch(opts, dataset, batch):
-    from training.masks import eval_mask
+class EvalItems(torch.utils.data.Dataset):
+    """Item i -> (i, uint8 image [3, H, W] of dataset[i % len], float32 mask [1, H, W] or an empty array).
 
+    A torch Dataset so that PNG decoding and mask drawing run in DataLoader workers; everything it returns
+    depends only on i, so workers, batching and ranks cannot change the evaluation set.
+    """
+
+    def __init__(self, dataset, mask_spec, resolution, seed):
+        self.dataset = dataset
+        self.mask_spec = mask_spec  # None: real images only
+        self.resolution = resolution
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        from training.masks import eval_mask
+
+        img = np.asarray(self.dataset[i % len(self.dataset)])
+        if img.shape[0] == 1:
+            img = np.repeat(img, 3, axis=0)
+        mask = np.zeros([0], np.float32)
+        if self.mask_spec is not None:
+            mask = eval_mask(self.mask_spec, self.resolution, self.seed, i)[None]
+        return i, np.ascontiguousarray(img), np.ascontiguousarray(mask, dtype=np.float32)
+
+
+def _batches(opts, dataset, num_items, with_masks):
+    """(indices, real uint8 on device, mask on device or None) for this rank's share of items 0..num_items-1."""
+    items = EvalItems(dataset, opts.mask_spec if with_masks else None, opts.resolution, opts.seed)
+    sampler = rank_indices(num_items, opts.rank, opts.num_gpus)
+    workers = opts.get("num_workers") or 0
+    loader = torch.utils.data.DataLoader(items, sampler=sampler, batch_size=opts.batch_size, num_workers=workers,
+                                         pin_memory=opts.device.type == "cuda")
     res = opts.resolution
-    real = np.stack([dataset[i % len(dataset)] for i in batch])
-    if real.shape[1] == 1:
-        real = np.repeat(real, 3, axis=1)
-    masks = np.stack([eval_mask(opts.mask_spec, res, opts.seed, i) for i in batch])[:, None]
-    real = torch.from_numpy(real).to(opts.device)
-    mask = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)).to(opts.device)
-    assert_shape(real, [len(batch), 3, res, res], "real images")
-    assert_mask_convention(mask, "evaluation mask")
-    return real, mask
+    for idx, real, mask in loader:
+        batch = [int(i) for i in idx]
+        real = real.to(opts.device)
+        assert_shape(real, [len(batch), 3, res, res], "real images")
+        if not with_masks:
+            yield batch, real, None
+            continue
+        mask = mask.to(opts.device)
+        assert_mask_convention(mask, "evaluation mask")
+        yield batch, real, mask
 
 
 def _run_inpainter(opts, G, real, mask, batch):
@@ -336,11 +369,8 @@ def iterate_eval_pairs(opts, G, dataset, num_items):
     real/fake: uint8 [N, 3, H, W] on opts.device; mask: float [N, 1, H, W], 1 = known. Items beyond the dataset
     reuse image i % len(dataset) with their own mask and z.
     """
-    indices = rank_indices(num_items, opts.rank, opts.num_gpus)
-    progress = Progress(opts, "inpainted", len(indices))
-    for start in range(0, len(indices), opts.batch_size):
-        batch = indices[start:start + opts.batch_size]
-        real, mask = _load_batch(opts, dataset, batch)
+    progress = Progress(opts, "inpainted", len(rank_indices(num_items, opts.rank, opts.num_gpus)))
+    for batch, real, mask in _batches(opts, dataset, num_items, with_masks=True):
         fake = _run_inpainter(opts, G, real, mask, batch)
         yield EasyDict(indices=batch, real=real, fake=fake, mask=mask)
         progress.update(len(batch))
@@ -348,14 +378,9 @@ def iterate_eval_pairs(opts, G, dataset, num_items):
 
 def iterate_real_images(opts, dataset, num_items):
     """Yield (indices, uint8 real images) for this rank's share of dataset items 0..num_items-1."""
-    indices = rank_indices(num_items, opts.rank, opts.num_gpus)
-    progress = Progress(opts, "real", len(indices))
-    for start in range(0, len(indices), opts.batch_size):
-        batch = indices[start:start + opts.batch_size]
-        real = np.stack([dataset[i] for i in batch])
-        if real.shape[1] == 1:
-            real = np.repeat(real, 3, axis=1)
-        yield batch, torch.from_numpy(real).to(opts.device)
+    progress = Progress(opts, "real", len(rank_indices(num_items, opts.rank, opts.num_gpus)))
+    for batch, real, _mask in _batches(opts, dataset, num_items, with_masks=False):
+        yield batch, real
         progress.update(len(batch))
 
 

@@ -343,6 +343,13 @@ def test_pix_metric_needs_no_detector_and_reports_center(val_zip, tmp_path):
     assert telea.results.pix4_psnr > perfect.results.pix4_psnr  # OpenCV beats filling with grey
 
 
+def test_loader_workers_do_not_change_the_numbers(val_zip, tmp_path):
+    G = StandInG(16)
+    inline = _calc("pix7", G, val_zip, None, tmp_path, num_workers=0)
+    workers = _calc("pix7", G, val_zip, None, tmp_path, num_workers=2)
+    assert inline.results == workers.results
+
+
 def test_wrong_resolution_and_bad_mask_spec_give_clear_errors(val_zip, tiny_detector, tmp_path):
     with pytest.raises(UserError, match="16x16"):
         _calc("pix4", StandInG(32), val_zip, tiny_detector, tmp_path)
