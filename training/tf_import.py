@@ -9,10 +9,12 @@ array-reconstruction functions, so no code from the file ever runs.
 
 Layouts and gains: TF stores conv weights [k, k, in, out] and dense weights [in, out], unscaled; at runtime
 it multiplies weights by lrmul / sqrt(fan_in) and biases by lrmul (equalized learning rate). Our layers store
-the same unscaled values and apply the same gains, so values are copied after a transpose, except: the
-modulation bias gets +1 (TF adds 1 at runtime, our affine layers hold it in the bias), the 2x-upsampling convs
-are flipped spatially (TF runs them as a transposed convolution), and the per-layer noise inputs [1, 1, H, W]
-become our [H, W] constant-noise buffers.
+the same unscaled values and apply the same gains (our modulation layers also add TF's `mod_bias + 1` at run
+time), so values are copied after a transpose, except: the 2x-upsampling convs (Conv0_up) are flipped spatially
+(TF's upsample_conv_2d flips its kernel for the transposed convolution, ours does not), and the per-layer noise
+inputs [1, 1, H, W] become our [H, W] constant-noise buffers. G_main's `lod` is not used.
+
+Converted networks compute in float32 like the original (num_fp16_res=0, no clamp) unless fp16 is asked for.
 """
 
 import io
