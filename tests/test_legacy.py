@@ -151,6 +151,9 @@ def test_resolution_and_channels_come_from_static_kwargs(official):
         RES, 128, 16, 32, 32)
     assert kw["mapping_kwargs"]["layer_features"] == 32
     assert official["snapshot"]["D_kwargs"]["img_resolution"] == RES
+    assert (kw["num_fp16_res"], kw["conv_clamp"]) == (0, None)  # float32 and unclamped, like the original
+    fp16 = convert_tf_pickle(official["path"], fp16=True)
+    assert (fp16["G_kwargs"]["num_fp16_res"], fp16["D_kwargs"]["conv_clamp"]) == (4, 256)
 
 
 # ----------------------------------------------------------------------------------------------------------------
