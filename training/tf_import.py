@@ -39,6 +39,8 @@ class TFImportError(UserError):
 class TFNetworkState:
     """Plain stand-in for dnnlib.tflib.network.Network: keeps the pickled state dict, executes nothing."""
 
+    state = {}  # replaced by __setstate__; an object pickled without state then fails validation cleanly
+
     def __setstate__(self, state):
         if not isinstance(state, dict):
             raise pickle.UnpicklingError(f"Network state is a {type(state).__name__}, expected a dict")
@@ -132,12 +134,14 @@ def load_tf_pickle(source):
         raise TFImportError(f"{label}: file not found") from None
     except IsADirectoryError:
         raise TFImportError(f"{label}: is a directory, expected a .pkl file") from None
+    except OSError as err:
+        raise TFImportError(f"{label}: cannot read ({err.strerror or err})") from None
     except _RefusedGlobal as err:
         raise TFImportError(f"{label}: refusing to load: the pickle references {err}, which is not part of an "
                             f"official CoModGAN network pickle (only dnnlib.tflib.network.Network and numpy "
                             f"arrays are allowed)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, UnicodeDecodeError, MemoryError) as err:
+            KeyError, UnicodeDecodeError, MemoryError, RecursionError) as err:
         raise TFImportError(f"{label}: not a readable TensorFlow network pickle "
                             f"({type(err).__name__}: {str(err)[:200]})") from None
     if not (isinstance(data, tuple) and len(data) == 3 and all(isinstance(x, TFNetworkState) for x in data)):
