@@ -27,8 +27,9 @@ CACHE_ENV = "COMODGAN_OPS_CACHE"
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ops_cuda")
 SOURCE_EXTS = (".cu", ".cpp")
 HEADER_EXTS = (".h", ".cuh")
-CXX_FLAGS = ["-O3", "-std=c++17"]
-NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math"]
+# torch.utils.cpp_extension adds -std=c++20 (what torch's headers want) to both compilers itself.
+CXX_FLAGS = ["-O3"]
+NVCC_FLAGS = ["-O3", "--use_fast_math"]
 
 
 class _LoaderState:

@@ -242,7 +242,8 @@ def _launch(x, f2d, up, down, pad, flip, gain):
     x = x.contiguous(memory_format=fmt)
     with torch.cuda.device(x.device):
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        return plugin.upfirdn2d(x, f2d.float().contiguous(), up[0], up[1], down[0], down[1], *pad, flip, gain, stream)
+        f2d = f2d.to(x.device, torch.float32).contiguous()
+        return plugin.upfirdn2d(x, f2d, up[0], up[1], down[0], down[1], *pad, flip, gain, stream)
 
 
 class _Upfirdn2dCuda(torch.autograd.Function):
