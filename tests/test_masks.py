@@ -1,5 +1,6 @@
 """Mask generators: shapes and convention, determinism, hole ranges, preset bands, NVIDIA files, spec parser, CLI."""
 
+import os
 import pickle
 import zipfile
 
@@ -167,8 +168,7 @@ def test_nvidia_folder_white_holes(mask_folder):
     with pytest.warns(UserWarning, match=r"skipping 2 mask file\(s\) with hole ratio 0 or 1: z_empty.png, z_full.png"):
         gen = make_mask_generator(f"nvidia:{folder}", 40)
     assert gen.files == [f"m{i}.png" for i in range(4)]
-    with pytest.warns(UserWarning, match="skipping 2"):
-        assert np.array_equal(eval_mask(f"nvidia:{folder}", 40, seed=9, index=5) == 0, holes[1])
+    assert np.array_equal(eval_mask(f"nvidia:{folder}", 40, seed=9, index=5) == 0, holes[1])  # Scan remembered.
     for i in range(6):  # Evaluation: file i modulo the count, never augmented.
         m = gen.sample_eval(None, i)
         _check_mask(m, 40)
@@ -182,6 +182,21 @@ def test_nvidia_folder_white_holes(mask_folder):
         assert matches
         seen_augmented |= not any(np.array_equal(m == 0, holes[k]) for k in matches)
     assert seen_augmented
+
+
+def test_nvidia_scan_is_remembered_until_the_folder_changes(mask_folder, monkeypatch):
+    folder, holes = mask_folder
+    scans = []
+    real_scan = masks.NvidiaMask._scan
+    monkeypatch.setattr(masks.NvidiaMask, "_scan", lambda self: scans.append(1) or real_scan(self))
+    with pytest.warns(UserWarning):
+        make_mask_generator(f"nvidia:{folder}", 24)
+    assert make_mask_generator(f"nvidia:{folder}", 24).files == [f"m{i}.png" for i in range(4)]
+    assert len(scans) == 1
+    os.remove(folder / "z_empty.png")
+    os.remove(folder / "z_full.png")
+    _write_mask_png(folder / "m9.png", holes[0])
+    assert make_mask_generator(f"nvidia:{folder}", 24).files[-1] == "m9.png" and len(scans) == 2
 
 
 def test_nvidia_black_holes_zip_and_resize(mask_folder, tmp_path):

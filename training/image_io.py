@@ -8,6 +8,7 @@ import io
 import os
 import zipfile
 
+import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
@@ -99,18 +100,27 @@ def decode_png_fast(data, name="<bytes>"):
 def decode_mask(data, name="<bytes>", hole="white", resolution=None):
     """Mask image bytes -> float32 [H, W] with 1 = known, 0 = hole.
 
-    The file is read as grayscale and thresholded at 128; `hole` says which colour marks the hole on disk.
-    With `resolution` the mask is resized (nearest neighbour, so it stays binary) to resolution x resolution.
+    The file is read as grayscale (alpha ignored, EXIF orientation applied) and thresholded at 128; `hole` says
+    which colour marks the hole on disk. With `resolution` the mask is resized to resolution x resolution with
+    nearest-neighbour sampling at pixel centres, so it stays binary.
     """
     if hole not in HOLE_COLORS:
         raise UserError(f"{name}: hole colour must be one of {HOLE_COLORS}, got {hole!r}")
-    img = _open_pil(data, name)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F", "P", "RGBA", "LA", "PA"):
-        img = _to_rgb(img)
-    gray = img.convert("L")
-    if resolution is not None and gray.size != (resolution, resolution):
-        gray = gray.resize((resolution, resolution), PIL.Image.NEAREST)
-    white = np.asarray(gray) >= 128
+    # OpenCV decodes 8-bit gray PNGs several times faster than Pillow, which matters when a mask folder of
+    # tens of thousands of files is checked at start-up.
+    gray = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    if gray is None:  # A format OpenCV lacks, or a broken file: Pillow decodes it or names the problem.
+        img = _open_pil(data, name)
+        try:
+            img = PIL.ImageOps.exif_transpose(img)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ImageReadError(f"{name}: cannot apply EXIF orientation ({err})") from None
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            img = _to_rgb(img)
+        gray = np.asarray(img.convert("L"))
+    if resolution is not None and gray.shape != (resolution, resolution):
+        gray = cv2.resize(gray, (resolution, resolution), interpolation=cv2.INTER_NEAREST_EXACT)
+    white = gray >= 128
     known = ~white if hole == "white" else white
     return known.astype(np.float32)
 

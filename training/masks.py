@@ -29,6 +29,7 @@ import zlib
 import click
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from dnnlib import UserError
 from training.image_io import FileSource, decode_mask, is_image_name
@@ -187,6 +188,10 @@ class FreeFormMask:
         return layer.astype(bool)
 
 
+# Results of NvidiaMask._scan per (real path, mtime, size, resolution, hole colour), for this process and its forks.
+_NVIDIA_SCANS = {}
+
+
 def _randint_below(rng, n):
     """numpy's randint(n) (0 .. n-1), with n <= 0 meaning 'draw nothing' instead of an error."""
     return int(rng.integers(n)) if n > 0 else 0
@@ -196,8 +201,10 @@ class NvidiaMask:
     """Masks read from image files in a folder or zip (e.g. the NVIDIA Irregular Mask Dataset).
 
     Each file is resized to R x R (nearest neighbour) and binarised at 128; `hole` says which colour is the hole.
-    All files are checked once when the generator is built: a file whose hole ratio is 0 or 1 at this resolution
-    is left out and reported in one warning; no usable file at all is a MaskSpecError. Training draws a random file
+    All files are checked when the generator is built: a file whose hole ratio is 0 or 1 at this resolution is
+    left out and reported in one warning; no usable file at all is a MaskSpecError. The check (a decode of every
+    file, ~1-2 ms each at 512) is remembered per process, so DataLoader workers forked after the main process
+    built a generator for the same folder do not repeat it. Training draws a random file
     with random flips and 90-degree rotations; evaluation mask i is file i (modulo the count, in sorted order)
     without augmentation, so a fixed test set is used as published.
     """
@@ -207,14 +214,23 @@ class NvidiaMask:
         self.path = path  # Folder or zip of mask images.
         self.hole = hole  # Colour of the hole in the files: 'white' (default) or 'black'.
         self._source = FileSource(path, what="mask", error_cls=MaskSpecError)
+        stat = os.stat(path)
+        key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, resolution, hole)
+        if key not in _NVIDIA_SCANS:
+            _NVIDIA_SCANS[key] = self._scan()
+        self.files = list(_NVIDIA_SCANS[key])
+
+    def _scan(self):
+        """The usable files (hole ratio strictly between 0 and 1 at this resolution); warns about the others."""
+        path, resolution, hole = self.path, self.resolution, self.hole
         names = [n for n in self._source.list_files() if is_image_name(n)]
         if not names:
             raise MaskSpecError(f"{path}: no mask images (.png, .jpg, ...) found in this {self._source.kind}")
-        self.files, degenerate = [], []
-        for name in names:
+        usable, degenerate = [], []
+        for name in tqdm(names, desc=f"checking masks in {path}", unit="mask", disable=len(names) < 2000):
             ratio = hole_ratio(self._load(name))
-            (self.files if 0.0 < ratio < 1.0 else degenerate).append(name)
-        if not self.files:
+            (usable if 0.0 < ratio < 1.0 else degenerate).append(name)
+        if not usable:
             raise MaskSpecError(
                 f"{path}: none of the {len(names)} mask files has a hole ratio strictly between 0 and 1 at "
                 f"resolution {resolution} with hole colour '{hole}' (wrong colour? try :black / :white)"
@@ -222,7 +238,8 @@ class NvidiaMask:
         if degenerate:
             shown = ", ".join(degenerate[:20]) + (f" and {len(degenerate) - 20} more" if len(degenerate) > 20 else "")
             warnings.warn(f"{path}: skipping {len(degenerate)} mask file(s) with hole ratio 0 or 1: {shown}",
-                          stacklevel=2)
+                          stacklevel=3)
+        return tuple(usable)
 
     def _load(self, name):
         data = self._source.read(name)
