@@ -53,8 +53,9 @@ def preset_names():
     return list(PRESETS)
 
 
-def build_config(opts, world_size=1):
-    """Merge CLI options (None = take the preset) into a resolved EasyDict. `opts` keys mirror the CLI."""
+def build_config(opts, world_size=1, overrides=None):
+    """Merge CLI options (None = take the preset) into a resolved EasyDict. `opts` keys mirror the CLI;
+    `overrides` then replaces resolved entries (e.g. G_kwargs for very small test networks)."""
     opts = EasyDict(opts)
     if opts.cfg not in PRESETS:
         raise UserError(f"--cfg {opts.cfg}: unknown preset; choose one of {', '.join(PRESETS)}")
@@ -69,7 +70,7 @@ def build_config(opts, world_size=1):
     c.d_reg_interval = p["d_reg_interval"]
     c.g_reg_interval = p["g_reg_interval"] if c.pl_weight != 0 else None
     c.world_size = int(world_size)
-    c.batch_gpu = opts.get("batch_gpu") or min(c.batch // max(c.world_size, 1), p["batch_gpu"])
+    c.batch_gpu = opts.get("batch_gpu") or max(1, min(c.batch // max(c.world_size, 1), p["batch_gpu"]))
     c.metrics = _parse_metrics(opts.get("metrics"))
     c.resume = opts.get("resume")
     c.seed = int(opts.get("seed") or 0)
@@ -79,6 +80,7 @@ def build_config(opts, world_size=1):
     c.grid = list(opts.get("grid") or (8, 4))
     c.G_kwargs = dict(p["G"], img_channels=3)
     c.D_kwargs = dict(p["D"], img_channels=3)
+    c.update(copy.deepcopy(overrides or {}))
     if c.fp32:
         for kw in (c.G_kwargs, c.D_kwargs):
             kw.update(num_fp16_res=0, conv_clamp=None)

@@ -66,7 +66,8 @@ def check_resume(c, resume_path):
     """Load the snapshot to resume from and check that it fits the configured networks (before training)."""
     data = checkpoint.load_snapshot(resume_path)
     for key in ("G_kwargs", "D_kwargs"):
-        if dict(data[key]) != _plain(c[key]):
+        # The snapshot's kwargs are complete (defaults filled in); ours list only what the preset sets.
+        if any(data[key].get(name) != value for name, value in _plain(c[key]).items()):
             raise UserError(f"--resume {resume_path}: its {key} {json.dumps(data[key], sort_keys=True)} differ from "
                             f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same --cfg/--fp32")
     return data
@@ -446,7 +447,7 @@ def run_metrics(c, state, info, log, snapshot_path):
 
 
 def training_loop(c, info, dataset, run_dir, resume_data=None):
-    """Train until c.kimg thousand images; returns the path of the last snapshot."""
+    """Train until c.kimg thousand images; returns EasyDict(run_dir, snapshot (last path), state)."""
     log = RunLog(run_dir, info.is_main)
     state = build_state(c, info)
     last_snapshot = None
@@ -480,7 +481,7 @@ def training_loop(c, info, dataset, run_dir, resume_data=None):
     finally:
         log.close()
     log.print(f"done: {state.cur_nimg / 1000:.3f} kimg; last snapshot {last_snapshot}")
-    return last_snapshot
+    return EasyDict(run_dir=run_dir, snapshot=last_snapshot, state=state)
 
 
 def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot):
@@ -521,15 +522,19 @@ def run(c, info, dataset, run_dir, resume_data=None):
         sys.stdout.flush()
 
 
-def launch(opts, dry_run=False):
+def launch(opts, dry_run=False, overrides=None):
     """Everything train.py does after parsing: join the process group, resolve and validate the config
-    (every user error surfaces here, before training), pick the run directory, then train or print."""
+    (every user error surfaces here, before training), pick the run directory, then train or print.
+
+    `overrides` replaces resolved config entries (tests and benchmarks use it for very small networks).
+    Returns None for a dry run, else EasyDict(run_dir, snapshot, state) of this process.
+    """
     from torch_utils.misc import resolve_device
     from training import config
 
     info = distributed.init(resolve_device(opts.get("device", "auto")))
     try:
-        c = config.build_config(opts, world_size=info.world_size)
+        c = config.build_config(opts, world_size=info.world_size, overrides=overrides)
         c.device = str(info.device)
         dataset = config.validate_inputs(c)
         run_dir, resume_path = resolve_run(c, config.run_description(c))
