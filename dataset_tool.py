@@ -8,8 +8,8 @@ RGB (EXIF orientation applied; grayscale and RGBA converted, alpha over white) a
 `00000/img00000000.png`, `00000/img00000001.png`, ... with a `dataset.json` ({"labels": null, ...}) as
 stylegan2-ada-pytorch writes them. --val-count K holds out K images chosen by --seed into a second archive next
 to DEST (`NAME-val.zip` or `NAME-val/`): the first K readable images of a seeded shuffle, none of which is in
-the training archive. Unreadable files are skipped
-and listed at the end; archives are written to a temporary name and renamed into place only when complete.
+the training archive. Unreadable files are skipped and listed at the end; archives are written under a
+temporary name in DEST's folder and renamed into place only when complete.
 """
 
 import functools
@@ -153,7 +153,10 @@ def _archive_name(idx):
     return f"{idx_str[:5]}/img{idx_str}.png"  # The stylegan2-ada-pytorch layout.
 
 
-def _check_dest(path, force, what):
+def _check_dest(path, force, what, source):
+    real, src = os.path.realpath(path), os.path.realpath(source)
+    if real == src or src.startswith(real + os.sep):
+        raise UserError(f"{what} {path} would overwrite --source {source}; pick another destination")
     if os.path.exists(path) and not force:
         raise UserError(f"{what} {path} already exists; pick another name or pass --force to replace it")
     if os.path.exists(path) and os.path.isdir(path) == path.lower().endswith(".zip"):
@@ -182,10 +185,10 @@ def convert_dataset(source, dest, resolution, max_images=None, center_crop=True,
         names = names[:max_images]
     if not 0 <= val_count < len(names):
         raise UserError(f"--val-count {val_count}: must be below the number of source images ({len(names)})")
-    _check_dest(dest, force, "--dest")
+    _check_dest(dest, force, "--dest", source)
     val_dest = val_dest_path(dest) if val_count else None
     if val_dest:
-        _check_dest(val_dest, force, "validation archive")
+        _check_dest(val_dest, force, "validation archive", source)
     writers = {"train": ArchiveWriter(dest, force)}
     if val_dest:
         writers["val"] = ArchiveWriter(val_dest, force)

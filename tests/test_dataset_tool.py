@@ -167,6 +167,8 @@ def test_refuses_existing_dest_unless_forced(tmp_path, source):
     result = _run(["--source", source, "--dest", dest, "--resolution", 8])
     assert result.exit_code == 2 and f"error: --dest {dest} already exists" in result.output
     assert dest.read_bytes() == b"old"
+    result = _run(["--source", source, "--dest", source, "--resolution", 8, "--force"])
+    assert result.exit_code == 2 and "would overwrite --source" in result.output and (source / "b.jpg").exists()
     assert _run(["--source", source, "--dest", dest, "--resolution", 8, "--force"]).exit_code == 0
     assert len(ImageDataset(str(dest))) == 8
 
