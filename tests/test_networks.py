@@ -272,6 +272,11 @@ def test_synthesis_layer_matches_the_tf_modulated_convolution():
     ref = F.leaky_relu(ref + layer.noise_const * 0.3 + layer.bias[None, :, None, None], 0.2) * math.sqrt(2)
     assert torch.allclose(got, ref, atol=1e-5)
     assert torch.allclose(layer(x, mod, noise_mode="const", fused_modconv=True), ref, atol=1e-5)
+    # ToRGB: the same modulation, 1x1, no demodulation, linear.
+    torgb = networks.ToRGBLayer(6, 3, mod_dim=7, ws_index=1)
+    s = mod @ (torgb.affine.weight / math.sqrt(7)).t() + 1
+    ref = torch.einsum("oi,ni,nihw->nohw", torgb.weight[:, :, 0, 0] / math.sqrt(6), s, x)
+    assert torch.allclose(torgb(x, mod, fused_modconv=False), ref, atol=1e-5)
 
 
 def test_mapping_applies_the_lr_multiplier_and_normalizes_z():
@@ -311,3 +316,42 @@ def test_summary_cli_prints_layers_and_totals(capsys):
         networks.main(["--resolution", "48"])
     assert exc.value.code == 2
     assert "error: img_resolution: must be a power of two" in capsys.readouterr().err
+
+
+def _blur(x, gain):
+    """Depthwise [1, 3, 3, 1] low-pass filter (sum normalised to `gain`), no padding."""
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    f = (f[:, None] * f[None, :]) / 64 * gain
+    return F.conv2d(x, f.expand(x.shape[1], 1, 4, 4), groups=x.shape[1])
+
+
+def test_upsampling_layer_equals_tf_upsample_conv_2d_with_the_flipped_kernel():
+    # TF upsample_conv_2d: conv2d_transpose (stride 2, VALID) with the kernel flipped in (k, k), then the
+    # [1, 3, 3, 1] filter (gain 4, padding 1). Our conv0 stores the TF kernel flipped, the one flip of the mapping.
+    torch.manual_seed(0)
+    layer = networks.SynthesisLayer(4, 3, mod_dim=5, resolution=16, ws_index=1, up=2)
+    x, mod = torch.randn(2, 4, 8, 8), torch.randn(2, 5)
+    got = layer(x, mod, noise_mode="none", fused_modconv=False)
+    s = mod @ (layer.affine.weight / math.sqrt(5)).t() + 1
+    ww = (layer.weight / 6)[None] * s[:, None, :, None, None]
+    ww = ww * (ww.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+    tf_kernel = ww.flip([3, 4])  # what the TF checkpoint holds (in our [out, in, k, k] layout)
+    ref = torch.cat([F.conv_transpose2d(x[i : i + 1], tf_kernel[i].flip([2, 3]).transpose(0, 1), stride=2)
+                     for i in range(2)])
+    ref = _blur(F.pad(ref, [1, 1, 1, 1]), gain=4)
+    assert ref.shape == got.shape
+    assert torch.allclose(got, F.leaky_relu(ref, 0.2) * math.sqrt(2), atol=1e-5)
+    assert torch.allclose(layer(x, mod, noise_mode="none", fused_modconv=True), got, atol=1e-5)
+
+
+def test_downsampling_layers_equal_tf_filter_then_strided_conv():
+    torch.manual_seed(0)
+    conv = networks.Conv2dLayer(3, 5, 3, activation="lrelu", down=2)
+    skip = networks.Conv2dLayer(3, 5, 1, bias=False, down=2)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 3, 8, 8)
+    ref = F.conv2d(_blur(F.pad(x, [2, 2, 2, 2]), 1), conv.weight / math.sqrt(27), conv.bias, stride=2)
+    assert torch.allclose(conv(x), F.leaky_relu(ref, 0.2) * math.sqrt(2), atol=1e-5)
+    ref = F.conv2d(_blur(F.pad(x, [1, 1, 1, 1]), 1), skip.weight / math.sqrt(3), stride=2)
+    assert torch.allclose(skip(x, gain=0.5), ref * 0.5, atol=1e-5)
