@@ -451,6 +451,7 @@ def main(spec, resolution, count, seed, out, save_masks, preview):
     `nvidia:OUT/masks` reads back in the same order.
     """
     try:
+        make_mask_generator(spec, resolution)  # Report a bad spec before creating anything.
         os.makedirs(out, exist_ok=True)
         if save_masks:
             os.makedirs(os.path.join(out, "masks"), exist_ok=True)
