@@ -88,9 +88,13 @@ def test_train_resume_reproduces_uninterrupted_run(tmp_path, data_zip):
 
     # Interrupted after 2 steps, then `--resume latest` with the full length: same counters, same weights.
     first = launch(opts_for(tmp_path, data_zip, "split", kimg=0.008), overrides=MICRO)
+    with open(os.path.join(first.run_dir, "stats.jsonl"), "a") as f:  # a tick logged after the last snapshot
+        f.write(json.dumps({"tick": 2, "kimg": 0.01}) + "\n")
     resumed = launch(opts_for(tmp_path, data_zip, "split", resume="latest"), overrides=MICRO)
     assert resumed.run_dir == first.run_dir
     assert "resuming from" in open(os.path.join(first.run_dir, "log.txt")).read()
+    records = [json.loads(line) for line in open(os.path.join(first.run_dir, "stats.jsonl"))]
+    assert [r["kimg"] for r in records] == [0.004, 0.008, 0.012]
     a, b = _params(full.snapshot), _params(resumed.snapshot)
     assert b["progress"] == a["progress"]
     for key in ("G", "G_ema", "D"):
@@ -101,6 +105,16 @@ def test_train_resume_reproduces_uninterrupted_run(tmp_path, data_zip):
     fresh = launch(opts_for(tmp_path, data_zip, "other", kimg=0.004, seed=4), overrides=MICRO)
     other = _params(fresh.snapshot)["G"]
     assert any(not torch.allclose(other[k], v) for k, v in a["G"].items() if v.is_floating_point())
+
+
+def test_resume_from_path_and_metrics_hook(tmp_path, data_zip):
+    first = launch(opts_for(tmp_path, data_zip, kimg=0.004, metrics="pix2"), overrides=MICRO)
+    lines = open(os.path.join(first.run_dir, "metric-pix2.jsonl")).read().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["snapshot_pkl"] == "network-snapshot-000000.pt"
+    # An explicit PATH starts a new run directory; at or past --kimg there is nothing left to do.
+    again = launch(opts_for(tmp_path, data_zip, kimg=0.004, resume=first.snapshot), overrides=MICRO)
+    assert os.path.basename(again.run_dir).startswith("00001-") and again.state.cur_nimg == 4
+    assert "nothing to do" in open(os.path.join(again.run_dir, "log.txt")).read()
 
 
 def test_resume_auto_starts_fresh_and_latest_needs_a_snapshot(tmp_path, data_zip):

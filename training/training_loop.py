@@ -10,6 +10,7 @@ import time
 import numpy as np
 import psutil
 import torch
+from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
 from training import checkpoint, distributed
@@ -384,7 +385,9 @@ def save_grid(images, grid, path):
 def write_fakes(c, state, info, grid_data, path):
     img, mask, z = grid_data
     out = []
-    for i in range(0, img.shape[0], c.batch_gpu):
+    starts = range(0, img.shape[0], c.batch_gpu)
+    # A bar only where it helps: an interactive terminal and more than a handful of batches (e.g. 512 on CPU).
+    for i in tqdm(starts, desc="grid", leave=False, disable=len(starts) < 8 or not sys.stderr.isatty()):
         sl = slice(i, i + c.batch_gpu)
         out.append(state.G_ema(img[sl].to(info.device), mask[sl].to(info.device), z=z[sl].to(info.device),
                                noise_mode="const").cpu())
@@ -434,7 +437,8 @@ def run_metrics(c, state, info, log, snapshot_path):
     for metric in c.metrics:
         result = metric_main.calc_metric(metric, G=state.G_ema, data_path=c.data_val or c.data, mask_spec=c.mask,
                                          device=info.device, seed=c.seed, rank=info.rank,
-                                         num_gpus=info.world_size, batch_size=c.batch_gpu)
+                                         num_gpus=info.world_size, batch_size=c.batch_gpu,
+                                         progress=info.is_main, num_workers=c.workers)
         if info.is_main:
             metric_main.report_metric(result, run_dir=log.run_dir, snapshot_path=snapshot_path)
             values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -465,6 +469,10 @@ def training_loop(c, info, dataset, run_dir, resume_data=None):
             write_fakes(c, state, info, grid_data, os.path.join(run_dir, "fakes_init.png"))
     log.print(f"training for {c.kimg} kimg on {info.world_size} process(es), device {info.device}, "
               f"batch {c.batch} ({c.batch_gpu} per device x {c.num_rounds} round(s))")
+    if state.cur_nimg >= c.kimg * 1000:
+        log.print(f"nothing to do: already at kimg {state.cur_nimg / 1000:.3f} >= --kimg {c.kimg}")
+        log.close()
+        return EasyDict(run_dir=run_dir, snapshot=last_snapshot, state=state)
     loader = make_loader(c, dataset, info, state.step)
     timing = EasyDict(start=time.time(), tick_start=time.time(), offset=0.0)
     tick_stats = {}
@@ -509,10 +517,26 @@ def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_s
     return last_snapshot
 
 
+def drop_stats_after(run_dir, kimg):
+    """After a resume in the same run directory, forget the ticks logged after the snapshot (they are redone),
+    so stats.jsonl reads like an uninterrupted run."""
+    path = os.path.join(run_dir, "stats.jsonl")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("kimg", 0) <= kimg + 1e-9]
+    if len(kept) != len(lines):
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+
+
 def run(c, info, dataset, run_dir, resume_data=None):
     """Write training_options.json (rank 0) and train. Flushes stdout so the last lines are not lost."""
     if info.is_main:
         os.makedirs(run_dir, exist_ok=True)
+        if resume_data is not None:
+            drop_stats_after(run_dir, resume_data["progress"]["cur_nimg"] / 1000)
         with open(os.path.join(run_dir, "training_options.json"), "w", encoding="utf-8") as f:
             json.dump(_plain(c), f, indent=2, sort_keys=True)
     distributed.barrier()
