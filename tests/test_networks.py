@@ -239,8 +239,10 @@ def test_bad_inputs_are_clear_errors(small_g):
         small_g(img, mask, z, noise_mode="zero")
     with pytest.raises(NetworkInputError, match="divisible by the mbstd group size 4"):
         D(torch.zeros(6, 3, 32, 32), torch.ones(6, 1, 32, 32))
-    with pytest.raises(NetworkInputError, match="img_channels"):
+    with pytest.raises(NetworkInputError, match="img_channels: must be an integer >= 1, got 0"):
         Generator(img_resolution=32, img_channels=0, **SMALL)
+    with pytest.raises(NetworkInputError, match="channel_max"):
+        Discriminator(img_resolution=32, channel_max=0)
 
 
 def test_init_kwargs_rebuild_the_same_networks():

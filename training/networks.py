@@ -118,6 +118,16 @@ def _clamp_for(dtype, conv_clamp):
     return conv_clamp if dtype == torch.float16 else None
 
 
+def _check_constructor_args(img_resolution, img_channels, channel_base, channel_max, num_fp16_res):
+    """Clear errors for the arguments shared by Generator and Discriminator; returns log2(img_resolution)."""
+    log2 = check_resolution(img_resolution)
+    for name, value, lowest in (("img_channels", img_channels, 1), ("channel_base", channel_base, 1),
+                                ("channel_max", channel_max, 1), ("num_fp16_res", num_fp16_res, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest:
+            raise NetworkInputError(f"{name}: must be an integer >= {lowest}, got {value!r}")
+    return log2
+
+
 def _check_image_and_mask(img, mask, img_channels, img_resolution, who):
     """Clear errors for the tensors entering G or D: [N, C, R, R] image and a binary [N, 1, R, R] mask."""
     expected = [img_channels, img_resolution, img_resolution]
@@ -494,9 +504,7 @@ class Generator(nn.Module):
         dropout_rate=0.5,  # Dropout on the global code.
     ):
         super().__init__()
-        check_resolution(img_resolution)
-        if not isinstance(img_channels, int) or img_channels < 1:
-            raise NetworkInputError(f"img_channels: must be a positive integer, got {img_channels!r}")
+        _check_constructor_args(img_resolution, img_channels, channel_base, channel_max, num_fp16_res)
         mapping_kwargs = dict(mapping_kwargs or {})
         self.init_kwargs = json.loads(json.dumps(dict(
             z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
@@ -592,9 +600,7 @@ class Discriminator(nn.Module):
         mbstd_num_channels=1,  # Minibatch-stddev features.
     ):
         super().__init__()
-        log2 = check_resolution(img_resolution)
-        if not isinstance(img_channels, int) or img_channels < 1:
-            raise NetworkInputError(f"img_channels: must be a positive integer, got {img_channels!r}")
+        log2 = _check_constructor_args(img_resolution, img_channels, channel_base, channel_max, num_fp16_res)
         self.init_kwargs = json.loads(json.dumps(dict(
             img_resolution=img_resolution, img_channels=img_channels, channel_base=channel_base,
             channel_max=channel_max, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
