@@ -1,0 +1,95 @@
+"""Training speed: seconds per kimg and peak memory of full training steps (G main, D main, lazy R1) per preset.
+
+Runs `tiny` on the CPU, and celebahq256 / celebahq512 where a CUDA device exists, on synthetic images with center
+masks (no dataset needed). The lazy R1 step is timed separately and weighted 1/16, as in training.
+
+Run from the repository root:
+
+    python -m benchmarks.train_step                   # tiny on CPU (+ celebahq256/512 on CUDA)
+    python -m benchmarks.train_step --cfg celebahq512 --batch-gpu 4
+    python -m benchmarks.train_step --threads 1       # one CPU thread (best on a busy machine)
+
+s/kimg is the median main step plus 1/16 of the extra cost of the R1 step, divided by the batch, for one process.
+Peak memory: torch.cuda.max_memory_allocated on CUDA, the process's peak RSS on the CPU.
+"""
+
+import resource
+import sys
+import time
+
+import click
+import torch
+
+from torch_utils.misc import resolve_device
+from training import config, training_loop
+from training.distributed import DistInfo
+
+
+def _synthetic_batch(c, device, gen):
+    img = torch.randint(0, 256, [c.batch, 3, c.resolution, c.resolution], dtype=torch.uint8, generator=gen)
+    mask = torch.ones([c.batch, 1, c.resolution, c.resolution])
+    q = c.resolution // 4
+    mask[:, :, q:-q, q:-q] = 0
+    return img.to(device), mask.to(device)
+
+
+def _timed_step(c, state, info, phases, batch, step):
+    state.step = step
+    if info.device.type == "cuda":
+        torch.cuda.synchronize(info.device)
+    t0 = time.perf_counter()
+    training_loop.training_step(c, state, info, phases, batch, {}, None)
+    if info.device.type == "cuda":
+        torch.cuda.synchronize(info.device)
+    return time.perf_counter() - t0
+
+
+def bench(cfg, device, steps, batch_gpu=None):
+    """Returns dict(sec_per_kimg, peak_mem_gb, ...) for one preset on one device."""
+    opts = dict(cfg=cfg, data="synthetic", mask="center", outdir=".", batch_gpu=batch_gpu, workers=0,
+                device=str(device))
+    c = config.build_config(opts)
+    config.set_resolution(c, c.resolution or 256)
+    info = DistInfo(device=device)
+    state = training_loop.build_state(c, info)
+    phases = training_loop.make_phases(c, state)
+    batch = _synthetic_batch(c, device, torch.Generator().manual_seed(0))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _timed_step(c, state, info, phases, batch, step=1)  # warm-up (kernels, allocator)
+    main = [_timed_step(c, state, info, phases, batch, step=s) for s in range(2, 2 + steps)]
+    with_reg = _timed_step(c, state, info, phases, batch, step=c.d_reg_interval)
+    t_main = sorted(main)[len(main) // 2]
+    t_step = t_main + max(with_reg - t_main, 0) / c.d_reg_interval
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+    return dict(cfg=cfg, device=str(device), resolution=c.resolution, batch=c.batch, batch_gpu=c.batch_gpu,
+                sec_per_step=t_step, sec_per_kimg=t_step / c.batch * 1000, reg_step_s=with_reg, peak_mem_gb=peak)
+
+
+@click.command()
+@click.option("--cfg", "cfgs", multiple=True, help="Presets to time [default: tiny on CPU; +celebahq256/512 on CUDA].")
+@click.option("--steps", type=click.IntRange(min=1), default=3, help="Timed main steps per preset (median).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
+@click.option("--batch-gpu", type=click.IntRange(min=1), default=None, help="Per-device batch [default: preset].")
+def main(cfgs, steps, threads, batch_gpu):
+    if threads:
+        torch.set_num_threads(threads)
+    cuda = torch.cuda.is_available()
+    runs = [(cfg, resolve_device("cuda" if cuda and cfg != "tiny" else "cpu")) for cfg in cfgs] if cfgs else \
+        [("tiny", torch.device("cpu"))] + ([("celebahq256", torch.device("cuda")),
+                                             ("celebahq512", torch.device("cuda"))] if cuda else [])
+    if not cuda:
+        print("no CUDA device: timing tiny on the CPU only", file=sys.stderr)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"{'cfg':<12} {'device':<7} {'res':>4} {'batch':>5} {'b/gpu':>5} {'s/step':>8} {'s/kimg':>9} {'peak GB':>8}")
+    for cfg, device in runs:
+        r = bench(cfg, device, steps, batch_gpu)
+        print(f"{r['cfg']:<12} {r['device']:<7} {r['resolution']:>4} {r['batch']:>5} {r['batch_gpu']:>5} "
+              f"{r['sec_per_step']:>8.3f} {r['sec_per_kimg']:>9.1f} {r['peak_mem_gb']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
