@@ -145,7 +145,9 @@ def _header(device):
         name = torch.cuda.get_device_name(device)
     else:
         name = f"cpu, {torch.get_num_threads()} torch threads, {psutil.cpu_count()} logical cores"
-    return f"device: {device} ({name}); torch {torch.__version__}"
+    # A busy machine (load above the core count) makes multi-threaded CPU timings unreliable: print it.
+    load = ", ".join(f"{v:.1f}" for v in psutil.getloadavg())
+    return f"device: {device} ({name}); torch {torch.__version__}; load average {load}"
 
 
 def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_batch, channel_base, channel_max):
@@ -153,6 +155,16 @@ def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_b
         check_resolution(res, "--resolution")
     print(_header(device))
     print(f"median of {repeats} runs after {warmup} warm-up; channel_base {channel_base}, channel_max {channel_max}")
+    if resolutions and batches:
+        bench_forward_table(device, resolutions, batches, warmup, repeats, channel_base, channel_max)
+    if train:
+        print(f"\nG+D training step at 256, batch {train_batch} (G step + D step, Adam, no R1) ...", flush=True)
+        med, best, flops, mem = bench_train_step(256, train_batch, device, warmup, repeats, channel_base, channel_max)
+        print(f"  median {med * 1e3:.0f} ms/step ({med / train_batch * 1e3:.0f} ms/img), min {best * 1e3:.0f} ms; "
+              f"{flops / 1e9:.1f} GFLOP/step, {flops / med / 1e9:.1f} GFLOP/s; peak {mem / 2**20:.0f} MB")
+
+
+def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_base, channel_max):
     print("\nG forward (eval, noise_mode='const', inference_mode)")
     cols = f"{'res':>5} {'batch':>5} {'ms/img':>10} {'min ms/img':>11} {'GFLOP/img':>10} {'GFLOP/s':>9} {'peak MB':>9}"
     print(cols)
@@ -165,11 +177,6 @@ def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_b
                   f"{r['gflop_img']:>10.2f} {r['gflops']:>9.1f} {r['mem_mb']:>9.0f}", flush=True)
         print(f"      (G at {res}: {count_params(G):,} trainable parameters)")
         del G
-    if train:
-        med, best, flops, mem = bench_train_step(256, train_batch, device, warmup, repeats, channel_base, channel_max)
-        print(f"\nG+D training step at 256, batch {train_batch} (G step + D step, Adam, no R1)")
-        print(f"  median {med * 1e3:.0f} ms/step ({med / train_batch * 1e3:.0f} ms/img), min {best * 1e3:.0f} ms; "
-              f"{flops / 1e9:.1f} GFLOP/step, {flops / med / 1e9:.1f} GFLOP/s; peak {mem / 2**20:.0f} MB")
 
 
 @click.command()
@@ -178,18 +185,21 @@ def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_b
 @click.option("--batch", type=click.IntRange(min=1), multiple=True, help="Repeatable. [default: 1 4]")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs (median).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs first.")
-@click.option("--train/--no-train", default=True, show_default=True, help="Also time a G+D training step at 256.")
+@click.option("--forward/--no-forward", default=True, show_default=True, help="Time the G forward table.")
+@click.option("--train/--no-train", default=True, show_default=True,
+              help="Also time a G+D training step at 256 (minutes per step on a CPU at full width).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=4, show_default=True, help="Batch of the step.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads (CPU).")
 @click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True, help="Model width.")
 @click.option("--channel-max", type=click.IntRange(min=1), default=512, show_default=True, help="Model width cap.")
-def main(device, resolution, batch, repeats, warmup, train, train_batch, threads, channel_base, channel_max):
+def main(device, resolution, batch, repeats, warmup, forward, train, train_batch, threads, channel_base, channel_max):
     """Time the CoModGAN generator's forward (per image, batch 1 and 4, at 256 and 512) and a G+D train step."""
     if threads:
         torch.set_num_threads(threads)
     try:
-        run_benchmarks(resolve_device(device), list(resolution) or [256, 512], list(batch) or [1, 4], warmup, repeats,
-                       train, train_batch, channel_base, channel_max)
+        batches = (list(batch) or [1, 4]) if forward else []
+        run_benchmarks(resolve_device(device), list(resolution) or [256, 512], batches, warmup, repeats, train,
+                       train_batch, channel_base, channel_max)
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None

@@ -16,6 +16,10 @@ Architecture (Zhao et al., ICLR 2021, official TF `G_main` / `G_mapping` / `G_sy
 - Discriminator: input `concat([mask - 0.5, img])`, fromrgb 1x1, residual blocks down to 8x8, minibatch
   stddev (group 4, 1 feature), conv 3x3, dense nf(0), dense to one logit.
 
+Trainable parameters at 512 (3 channels, defaults), as in the official networks: G 79,792,231 = mapping 2,101,248
++ encoder 31,952,000 + synthesis 45,738,983 (noise strengths included; buffers noise_const, w_avg excluded);
+D 28,982,913.
+
 Every layer uses the equalized learning rate: weights are stored N(0, 1/lr_multiplier) and multiplied at run
 time by `lr_multiplier / sqrt(fan_in)`; biases by `lr_multiplier`. Mixed precision: the blocks of the highest
 `num_fp16_res` resolutions run in float16 with activations clamped to +-conv_clamp, but only on CUDA; on
@@ -523,7 +527,8 @@ class Generator(nn.Module):
                 return_raw=False, dropout=None, update_emas=False):
         """Complete the holes (mask == 0) of img in [-1, 1].
 
-        Exactly one of z [N, z_dim] / ws [N, num_ws, w_dim]. `dropout`: None = on in training mode, off in eval
+        Exactly one of z [N, z_dim] / ws [N, num_ws, w_dim]; truncation and update_emas apply to z (ws are used
+        as given, e.g. after style mixing by the caller). `dropout`: None = on in training mode, off in eval
         mode; True/False forces it (True reproduces the official inference). Returns the composite, or
         (composite, raw) with return_raw=True.
         """
