@@ -110,10 +110,10 @@ def test_demodulation_normalises_output_scale():
 
 
 def test_modulated_conv2d_gradgrad():
-    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    styles = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
     f = U.setup_filter([1, 3, 3, 1]).double()
     fn = lambda a, b, c: modulated_conv2d(a, b, c, up=2, padding=1, resample_filter=f, flip_weight=False)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x, weight, styles))
-    assert torch.autograd.gradgradcheck(fn, (x, weight, styles))
+    assert torch.autograd.gradcheck(fn, (x, weight, styles), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x, weight, styles), fast_mode=True)

@@ -162,6 +162,15 @@ def test_build_renames_into_keyed_cache_then_reuses_it(tmp_path, monkeypatch, fr
     assert len(loads) == 1 and second.path == os.path.join(tmp_path, first.name, first.name + ".so")
 
 
+def test_gpu_environment_pins_match_requirements():
+    root = os.path.dirname(custom_ops.SOURCE_DIR)
+    with open(os.path.join(root, "requirements.txt")) as fh:
+        req = {line.strip() for line in fh if "==" in line and not line.startswith("#")}
+    with open(os.path.join(root, "environment.yml")) as fh:
+        env = {m.group(1) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.-]+==\S+)", fh.read(), re.M)}
+    assert req and env == req
+
+
 # ------------------------------------------------------------------------------------------------------------
 # CUDA kernels against the reference (need a GPU).
 

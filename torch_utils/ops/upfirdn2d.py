@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch_utils import custom_ops
 
 _IMPLS = ("ref", "cuda")
+_MAX_OUTER_TAPS = 8  # 1-D filters up to this length run as their 2-D outer product in the reference
 
 
 def _parse_scaling(scaling, name="up/down"):
@@ -141,8 +142,11 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     f = f.to(device=x.device, dtype=torch.promote_types(f.dtype, x.dtype)) * (gain ** (f.ndim / 2))
     if flip_filter:
         f = f.flip(list(range(f.ndim)))  # conv_transpose / conv below apply `f` as a true convolution
+    if f.ndim == 1 and f.numel() <= _MAX_OUTER_TAPS:
+        # Measured on CPU: one depthwise 2-D pass beats two 1-D passes for short filters.
+        f = torch.outer(f, f)
     if f.ndim == 1:
-        # Separable: horizontal pass, then vertical pass, each a 1-D upfirdn.
+        # Long separable filter: horizontal pass, then vertical pass, each a 1-D upfirdn.
         x = _upfirdn1d(x, f, upx, downx, padx0, padx1, axis=3)
         return _upfirdn1d(x, f, upy, downy, pady0, pady1, axis=2)
     return _upfirdn_2d_filter(x, f, (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1))
