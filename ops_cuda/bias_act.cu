@@ -88,8 +88,8 @@ __global__ void bias_act_kernel(BiasActParams p) {
 
 template <typename T> cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
     const int threads = 256;
-    bias_act_kernel<T><<<ops_num_blocks(p.n, threads), threads, 0, stream>>>(p);
-    return cudaGetLastError();
+    OPS_LAUNCH(bias_act_kernel<T>, ops_num_blocks(p.n, threads), threads, stream, p);
+    return OPS_LAST_ERROR();
 }
 
 }  // namespace

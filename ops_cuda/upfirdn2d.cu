@@ -58,8 +58,8 @@ __global__ void upfirdn2d_kernel(Upfirdn2dParams p) {
 template <typename T> cudaError_t launch_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
     const int threads = 256;
     const int64_t total = (int64_t)p.n * p.c * p.out_h * p.out_w;
-    upfirdn2d_kernel<T><<<ops_num_blocks(total, threads), threads, 0, stream>>>(p);
-    return cudaGetLastError();
+    OPS_LAUNCH(upfirdn2d_kernel<T>, ops_num_blocks(total, threads), threads, stream, p);
+    return OPS_LAST_ERROR();
 }
 
 }  // namespace

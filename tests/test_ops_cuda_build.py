@@ -1,5 +1,6 @@
 """CUDA extension: every source compiles (nvcc / host C++), the loader's cache and warn-once fallback, CUDA vs ref."""
 
+import ctypes
 import os
 import re
 import shutil
@@ -87,7 +88,7 @@ def test_kernel_sources_include_only_cuda_and_our_headers():
         if path.endswith(".cpp"):
             assert not any(i.startswith(("ATen/cuda", "c10/cuda")) for i in includes), path
         else:
-            allowed = ("cuda_", "cstdint", "ops_")
+            allowed = ("cuda_", "cstdint", "cmath", "ops_")  # CUDA, C++ standard and our own headers
             assert all(i.startswith(allowed) for i in includes), f"{path}: {includes}"
 
 
@@ -160,6 +161,126 @@ def test_build_renames_into_keyed_cache_then_reuses_it(tmp_path, monkeypatch, fr
     assert entries == [first.name]  # temp folder renamed into place, nothing else left behind
     second = custom_ops._build()
     assert len(loads) == 1 and second.path == os.path.join(tmp_path, first.name, first.name + ".so")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The kernel bodies, built for the host with OPS_HOST_EMULATION (one thread walking the grid-stride loop),
+# against the reference: checks the index math, activation derivatives and fp16 handling without a GPU.
+
+EMU_HARNESS = r"""
+#include "ops_params.h"
+extern "C" int emu_bias_act(int dtype, const void* g, const void* b, const void* xref, const void* dy, void* out,
+                            long long n, long long stride_b, long long size_b, int mode, int act, float alpha,
+                            float gain, float clamp) {
+    BiasActParams p = {g, b, xref, dy, out, n, stride_b, size_b, mode, act, alpha, gain, clamp};
+    return (int)bias_act_launch(p, dtype, nullptr);
+}
+extern "C" int emu_upfirdn2d(int dtype, const void* x, const float* f, void* y, const int* dims,
+                             const long long* sx, const long long* sy, const int* ints, float gain) {
+    Upfirdn2dParams p;
+    p.x = x; p.f = f; p.y = y;
+    p.n = dims[0]; p.c = dims[1]; p.in_h = dims[2]; p.in_w = dims[3]; p.out_h = dims[4]; p.out_w = dims[5];
+    p.sx_n = sx[0]; p.sx_c = sx[1]; p.sx_h = sx[2]; p.sx_w = sx[3];
+    p.sy_n = sy[0]; p.sy_c = sy[1]; p.sy_h = sy[2]; p.sy_w = sy[3];
+    p.upx = ints[0]; p.upy = ints[1]; p.downx = ints[2]; p.downy = ints[3]; p.padx0 = ints[4]; p.pady0 = ints[5];
+    p.fw = ints[6]; p.fh = ints[7]; p.flip = ints[8]; p.channels_last = ints[9]; p.gain = gain;
+    return (int)upfirdn2d_launch(p, dtype, nullptr);
+}
+"""
+DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.float64: 2}
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    if NVCC is None or CXX is None:
+        pytest.skip("needs nvcc (for the CUDA headers) and a host C++ compiler")
+    out = tmp_path_factory.mktemp("emu")
+    harness = out / "harness.cpp"
+    harness.write_text(EMU_HARNESS)
+    sources, _ = custom_ops.source_files()
+    kernels = [s for s in sources if s.endswith(".cu")]
+    lib = out / "libopsemu.so"
+    cmd = [CXX, "-shared", "-fPIC", "-O1", "-std=c++17", "-DOPS_HOST_EMULATION", f"-I{custom_ops.SOURCE_DIR}",
+           *[f"-I{d}" for d in _nvcc_include_dirs()], "-x", "c++", *kernels, str(harness), "-o", str(lib)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return ctypes.CDLL(str(lib))
+
+
+def _ptr(t):
+    return ctypes.c_void_p(t.data_ptr() if t is not None and t.numel() else 0)
+
+
+def _emu_bias_act(emu, mode, g, b, xref, dy, act, alpha, gain, clamp, dim):
+    out = torch.empty_like(g)
+    size_b = b.numel() if b is not None else 0
+    stride_b = g.stride(dim) if size_b else 1
+    rc = emu.emu_bias_act(DTYPE_CODE[g.dtype], _ptr(g), _ptr(b), _ptr(xref), _ptr(dy), _ptr(out),
+                          ctypes.c_longlong(g.numel()), ctypes.c_longlong(stride_b), ctypes.c_longlong(size_b),
+                          mode, BA.activation_funcs[act].cuda_idx, ctypes.c_float(alpha), ctypes.c_float(gain),
+                          ctypes.c_float(clamp))
+    assert rc == 0
+    return out
+
+
+@pytest.mark.parametrize("act", sorted(BA.activation_funcs))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_bias_act_kernel_body_matches_ref(emu, act, dtype):
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 5, 3, 4, generator=gen) * 2).to(memory_format=torch.channels_last)
+    x = x + torch.sign(x) * 0.05  # away from kinks
+    b = torch.randn(5, generator=gen)
+    dy, g2 = torch.randn_like(x), torch.randn_like(x)
+    cfg = BA._resolve(x, b, 1, act, None, None, 1.3)
+    # Reference in float64 through PyTorch autograd: value, first derivative, second derivative.
+    # from the inputs as rounded to `dtype`, so fp16 rounding cannot move a value across the clamp.
+    xs, bs, dys, g2s = (t.to(dtype) for t in (x, b, dy, g2))
+    xd, bd = xs.double().requires_grad_(True), bs.double()
+    y = BA._bias_act_ref(xd, bd, cfg)
+    (dx,) = torch.autograd.grad(y, xd, dys.double(), create_graph=True)
+    d2 = torch.autograd.grad((dx * g2s.double()).sum(), xd, allow_unused=True)[0] if dx.requires_grad else None
+    d2 = torch.zeros_like(xd) if d2 is None else d2  # piecewise-linear activations
+    got = [_emu_bias_act(emu, 0, xs, bs, None, None, act, cfg.alpha, cfg.gain, cfg.clamp, 1),
+           _emu_bias_act(emu, 1, dys, bs, xs, None, act, cfg.alpha, cfg.gain, cfg.clamp, 1),
+           _emu_bias_act(emu, 2, g2s, bs, xs, dys, act, cfg.alpha, cfg.gain, cfg.clamp, 1)]
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.float16 else dict(rtol=1e-5, atol=1e-5)
+    for a, want in zip(got, [y, dx, d2]):
+        assert a.stride() == xs.stride()
+        torch.testing.assert_close(a.double(), want.detach(), **tol)
+
+
+def _emu_upfirdn2d(emu, x, f, up, down, pad, flip, gain):
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = U._parse_scaling(up), U._parse_scaling(down), pad
+    fh, fw = f.shape
+    n, c, h, w = x.shape
+    oh, ow = (h * upy + py0 + py1 - fh) // downy + 1, (w * upx + px0 + px1 - fw) // downx + 1
+    cl = c > 1 and x.stride(1) == 1
+    y = torch.empty(n, c, oh, ow, dtype=x.dtype, memory_format=torch.channels_last if cl else torch.contiguous_format)
+    arr = lambda kind, vals: (kind * len(vals))(*vals)  # noqa: E731
+    f = f.float().contiguous()
+    rc = emu.emu_upfirdn2d(DTYPE_CODE[x.dtype], _ptr(x), _ptr(f), _ptr(y), arr(ctypes.c_int, [n, c, h, w, oh, ow]),
+                           arr(ctypes.c_longlong, x.stride()), arr(ctypes.c_longlong, y.stride()),
+                           arr(ctypes.c_int, [upx, upy, downx, downy, px0, py0, fw, fh, int(flip), int(cl)]),
+                           ctypes.c_float(gain))
+    assert rc == 0
+    return y
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_upfirdn2d_kernel_body_matches_ref(emu, seed):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda lo, hi: int(torch.randint(lo, hi, [1], generator=gen))  # noqa: E731
+    up, down = [r(1, 4), r(1, 4)], [r(1, 3), r(1, 3)]
+    pad = (r(-2, 4), r(-2, 4), r(-2, 4), r(-2, 4))
+    f = torch.rand(r(1, 5), r(1, 6), generator=gen) + 0.1  # non-square, non-symmetric
+    x = torch.randn(2, 3, r(4, 9), r(4, 9), generator=gen)
+    flip, gain = bool(seed % 2), 1.5
+    want = U._upfirdn2d_ref(x.double(), f, up=up, down=down, padding=list(pad), flip_filter=flip, gain=gain)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-2)):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xs = x.to(dtype).contiguous(memory_format=fmt)
+            got = _emu_upfirdn2d(emu, xs, f, up, down, pad, flip, gain)
+            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
 
 
 def test_gpu_environment_pins_match_requirements():
