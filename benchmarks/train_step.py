@@ -44,9 +44,9 @@ def _timed_step(c, state, info, phases, batch, step):
     return time.perf_counter() - t0
 
 
-def bench(cfg, device, steps, batch_gpu=None):
+def bench(cfg, device, steps, batch_gpu=None, batch=None):
     """Returns dict(sec_per_kimg, peak_mem_gb, ...) for one preset on one device."""
-    opts = dict(cfg=cfg, data="synthetic", mask="center", outdir=".", batch_gpu=batch_gpu, workers=0,
+    opts = dict(cfg=cfg, data="synthetic", mask="center", outdir=".", batch=batch, batch_gpu=batch_gpu, workers=0,
                 device=str(device))
     c = config.build_config(opts)
     config.set_resolution(c, c.resolution or 256)
@@ -74,7 +74,8 @@ def bench(cfg, device, steps, batch_gpu=None):
 @click.option("--steps", type=click.IntRange(min=1), default=3, help="Timed main steps per preset (median).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
 @click.option("--batch-gpu", type=click.IntRange(min=1), default=None, help="Per-device batch [default: preset].")
-def main(cfgs, steps, threads, batch_gpu):
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Total batch [default: preset].")
+def main(cfgs, steps, threads, batch_gpu, batch):
     if threads:
         torch.set_num_threads(threads)
     cuda = torch.cuda.is_available()
@@ -82,11 +83,11 @@ def main(cfgs, steps, threads, batch_gpu):
         [("tiny", torch.device("cpu"))] + ([("celebahq256", torch.device("cuda")),
                                              ("celebahq512", torch.device("cuda"))] if cuda else [])
     if not cuda:
-        print("no CUDA device: timing tiny on the CPU only", file=sys.stderr)
+        print("no CUDA device: presets run on the CPU", file=sys.stderr)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(f"{'cfg':<12} {'device':<7} {'res':>4} {'batch':>5} {'b/gpu':>5} {'s/step':>8} {'s/kimg':>9} {'peak GB':>8}")
     for cfg, device in runs:
-        r = bench(cfg, device, steps, batch_gpu)
+        r = bench(cfg, device, steps, batch_gpu, batch)
         print(f"{r['cfg']:<12} {r['device']:<7} {r['resolution']:>4} {r['batch']:>5} {r['batch_gpu']:>5} "
               f"{r['sec_per_step']:>8.3f} {r['sec_per_kimg']:>9.1f} {r['peak_mem_gb']:>8.2f}")
 
