@@ -4,6 +4,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 import zipfile
 
 import torch
@@ -70,7 +71,10 @@ def load_snapshot(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: snapshot file not found")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # Foreign pickles trigger a protocol warning just before the refusal we turn into a clear error.
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
         raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot or truncated ({_first_line(err)})") from None
     except PermissionError as err:
