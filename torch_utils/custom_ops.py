@@ -9,6 +9,7 @@ then use their pure-PyTorch reference. `COMODGAN_OPS_REF=1` forces the reference
 `COMODGAN_OPS_CACHE` overrides the cache folder (default ~/.cache/comodgan-pytorch/ops).
 """
 
+import contextlib
 import glob
 import hashlib
 import importlib.machinery
@@ -52,6 +53,16 @@ def force_ref():
 def use_cuda(x):
     """Whether an op called with impl='cuda' on tensor `x` should try our kernels."""
     return x.device.type == "cuda" and not force_ref()
+
+
+@contextlib.contextmanager
+def device_stream(device):
+    """Device guard for `device` and the handle (int) of its current CUDA stream, on which our kernels launch.
+
+    The binding takes the stream from here because it cannot include torch's CUDA headers (see ops_cuda/).
+    """
+    with torch.cuda.device(device):
+        yield torch.cuda.current_stream(device).cuda_stream
 
 
 def cache_root():

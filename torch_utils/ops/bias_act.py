@@ -120,8 +120,7 @@ def _run(cfg, mode, g, b, ref_x, dy):
     """
     plugin = custom_ops.get_plugin()
     empty = _EMPTY.to(g.device, g.dtype)
-    with torch.cuda.device(g.device):
-        stream = torch.cuda.current_stream(g.device).cuda_stream
+    with custom_ops.device_stream(g.device) as stream:
         return plugin.bias_act(
             g, b if b is not None else empty, ref_x if ref_x is not None else empty,
             dy if dy is not None else empty, mode, cfg.dim, activation_funcs[cfg.act].cuda_idx,

@@ -244,8 +244,7 @@ def _launch(x, f2d, up, down, pad, flip, gain):
     plugin = custom_ops.get_plugin()
     fmt = torch.channels_last if x.stride(1) == 1 and x.shape[1] > 1 else torch.contiguous_format
     x = x.contiguous(memory_format=fmt)
-    with torch.cuda.device(x.device):
-        stream = torch.cuda.current_stream(x.device).cuda_stream
+    with custom_ops.device_stream(x.device) as stream:
         f2d = f2d.to(x.device, torch.float32).contiguous()
         return plugin.upfirdn2d(x, f2d, up[0], up[1], down[0], down[1], *pad, flip, gain, stream)
 
