@@ -136,6 +136,8 @@ def _build():
             name=name, sources=copied, build_directory=tmp, extra_cflags=CXX_FLAGS,
             extra_cuda_cflags=NVCC_FLAGS, verbose=False,
         )
+        if os.path.isdir(final) and _find_module_file(final, name) is None:
+            shutil.rmtree(final, ignore_errors=True)  # a broken entry (e.g. emptied by hand) would block the rename
         try:
             os.rename(tmp, final)
         except OSError:
