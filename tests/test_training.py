@@ -183,3 +183,25 @@ def test_step_stream_is_independent_of_world_size():
     assert 0.3 < np.mean(flips) < 0.7
     no_mirror = training_loop.StepSampler(100, 8, rank=0, world_size=1, seed=1, mirror=False)
     assert not any(f for _i, f, _s in no_mirror.items(5))
+
+
+def test_kill_during_snapshot_write_then_resume_auto(tmp_path, data_zip, monkeypatch):
+    real_save = checkpoint.torch.save
+    calls = {"n": 0}
+
+    def dies_on_second_snapshot(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            f.write(b"half a snapshot")
+            raise KeyboardInterrupt("killed while writing")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_on_second_snapshot)
+    with pytest.raises(KeyboardInterrupt):
+        launch(opts_for(tmp_path, data_zip), overrides=MICRO)
+    monkeypatch.undo()
+    run_dir = os.path.join(tmp_path, "runs", os.listdir(tmp_path / "runs")[0])
+    assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
+    assert checkpoint.load_snapshot(checkpoint.latest_snapshot(run_dir))["progress"]["cur_nimg"] == 4
+    resumed = launch(opts_for(tmp_path, data_zip, resume="auto"), overrides=MICRO)
+    assert resumed.run_dir == run_dir and resumed.state.cur_nimg == 12
