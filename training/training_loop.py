@@ -557,6 +557,8 @@ def launch(opts, dry_run=False, overrides=None):
     from training import config
 
     info = distributed.init(resolve_device(opts.get("device", "auto")))
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
     try:
         c = config.build_config(opts, world_size=info.world_size, overrides=overrides)
         c.device = str(info.device)
