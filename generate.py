@@ -1,0 +1,76 @@
+"""Command line for diverse inpainting of your own images with a trained snapshot (the work is in training/inpaint.py).
+
+Examples:
+
+    python generate.py --network runs/00000-tiny/network-snapshot-000010.pt --images faces/ --masks masks/ \\
+        --seeds 0-7 --outdir out --grid
+    python generate.py --network snap.pt --images face.jpg --masks center --seeds 0-3 --outdir out
+"""
+
+import sys
+
+import click
+
+from dnnlib import EasyDict, UserError
+
+
+def _seeds(ctx, param, value):
+    from training.inpaint import parse_seeds
+
+    try:
+        return parse_seeds(value)
+    except UserError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@click.command()
+@click.option("--network", "network", required=True, metavar="SNAPSHOT", help="Snapshot .pt written by train.py.")
+@click.option("--images", required=True, metavar="PATH", help="An image file or a folder of images (any size).")
+@click.option("--masks", required=True, metavar="PATH|SPEC",
+              help="A mask file, a folder of masks matched by stem (face.png <-> face.png or face_mask.png), "
+                   "or a mask spec (center, free-form, free-form-large, ...) drawn reproducibly per image.")
+@click.option("--seeds", type=str, default="0-7", show_default=True, callback=_seeds,
+              help="Seeds, one result per seed: '0-7', '1,5,9', '0-3,10'.")
+@click.option("--outdir", required=True, metavar="DIR", help="Where <stem>-seed<NNNN>.png (and grids) are written.")
+@click.option("--trunc", "truncation_psi", type=click.FloatRange(0, 2), default=1.0, show_default=True,
+              help="Truncation psi (1 = none; lower trades diversity for typicality).")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
+              help="Per-layer noise: 'const' is reproducible and batched; 'random' is seeded per seed.")
+@click.option("--mask-hole", type=click.Choice(["white", "black"]), default="white", show_default=True,
+              help="Which colour marks the hole in mask files.")
+@click.option("--mask-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the masks drawn from a mask spec.")
+@click.option("--grid/--no-grid", default=False, show_default=True,
+              help="Also write <stem>-grid.png: the input with its hole, then each seed.")
+@click.option("--resolution", type=click.IntRange(min=4), default=None,
+              help="Expected model resolution; a snapshot of another resolution is an error.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Seeds per forward pass.")
+def main(network, resolution, device, **kwargs):
+    """Fill the holes of each image once per seed, writing results at the image's original size."""
+    from torch_utils.misc import resolve_device
+    from training.checkpoint import load_generator
+    from training.inpaint import run_generate
+
+    try:
+        dev = resolve_device(device)
+        G = load_generator(network, dev)
+        if resolution is not None and G.img_resolution != resolution:
+            raise UserError(f"--network {network}: the snapshot is {G.img_resolution}x{G.img_resolution}, "
+                            f"not the --resolution {resolution} asked for")
+        summary = run_generate(G, EasyDict(kwargs), dev)
+    except UserError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    done = summary.num_images - len(summary.failures)
+    click.echo(f"{done} of {summary.num_images} images inpainted; {len(summary.written)} files in {kwargs['outdir']}")
+    if summary.failures:
+        click.echo(f"{len(summary.failures)} image(s) failed:", err=True)
+        for _path, message in summary.failures:
+            click.echo(f"  {message}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The demo: its embedded face dataset, and the whole train -> inpaint -> evaluate -> report path, shortened."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from dataset_tool import convert_dataset
+from training.dataset import ImageDataset
+from training.demo_data import export_images, load_faces, write_face_pngs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_faces_are_the_first_100_lfw_images_as_8_bit_pngs(tmp_path):
+    from skimage.data import lfw_subset
+
+    faces = load_faces()
+    assert faces.shape == (100, 25, 25) and faces.dtype == np.uint8
+    assert np.abs(faces / 255.0 - lfw_subset()[:100]).max() <= 0.5 / 255 + 1e-9
+    paths = write_face_pngs(str(tmp_path / "faces"))
+    assert [os.path.basename(p) for p in paths[:2]] == ["face-000.png", "face-001.png"] and len(paths) == 100
+    assert np.array_equal(np.asarray(PIL.Image.open(paths[42])), faces[42])
+
+
+def test_dataset_tool_split_and_export_of_the_held_out_faces(tmp_path):
+    faces_dir = tmp_path / "faces"
+    write_face_pngs(str(faces_dir))
+    dest = str(tmp_path / "faces.zip")
+    res = convert_dataset(str(faces_dir), dest, 32, val_count=10, seed=0)
+    assert (res["num_train"], res["num_val"], res["upscaled"]) == (90, 10, 100)
+    train, val = ImageDataset(dest), ImageDataset(res["val_dest"])
+    assert train.resolution == val.resolution == 32 and train[0].shape == (3, 32, 32)
+    paths = export_images(res["val_dest"], str(tmp_path / "val"))
+    names = sorted(os.path.basename(p) for p in paths)
+    assert len(names) == 10 and all(n.startswith("face-") and n.endswith(".png") for n in names)
+    exported = {np.asarray(PIL.Image.open(p)).transpose(2, 0, 1).tobytes() for p in paths}
+    assert exported == {val[i].tobytes() for i in range(len(val))}
+    assert not exported & {train[i].tobytes() for i in range(len(train))}  # held out means held out
+    # Each exported file is named after its source face: shrinking it back to 25x25 finds that face.
+    faces = load_faces()
+    for p in paths:
+        idx = int(os.path.basename(p)[5:8])
+        gray = np.asarray(PIL.Image.open(p))[..., 0]
+        back = np.asarray(PIL.Image.fromarray(gray).resize((25, 25), PIL.Image.LANCZOS)).astype(float)
+        errs = np.abs(back[None] - faces.astype(float)).mean(axis=(1, 2))
+        assert int(errs.argmin()) == idx
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_shortened(tmp_path):
+    outdir = tmp_path / "demo"
+    cmd = [sys.executable, os.path.join(REPO, "demo.py"), "--outdir", str(outdir), "--kimg", "0.016", "--seeds", "0-1",
+           "--metric", "pix20", "--num-val", "5"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "report.html" in proc.stdout
+    report = (outdir / "report.md").read_text()
+    for method in ("CoModGAN tiny (ours)", "OpenCV Telea", "OpenCV Navier-Stokes"):
+        for spec in ("center", "free-form-large"):
+            row = [line for line in report.splitlines() if line.startswith(f"| {method} | {spec} |")]
+            assert len(row) == 1, (method, spec, report)
+            values = [float(v) for v in row[0].strip("|").split("|")[2:6]]
+            assert all(np.isfinite(values)) and 0 <= values[0] <= 1 and 0 < values[2]  # L1 in hole, PSNR
+    html = (outdir / "report.html").read_text()
+    assert html.count("<tr>") == 7 and "comparison-center.png" in html
+    for spec in ("center", "free-form-large"):
+        sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{spec}.png"))
+        assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 6 * 32 * 4  # 5 faces x (input, 2 baselines, 2 seeds...)
+        grids = [f for f in os.listdir(outdir / "generate" / spec) if f.endswith("-grid.png")]
+        assert len(grids) == 5
+    with open(outdir / "metrics" / "network.json", encoding="utf-8") as f:
+        assert json.load(f)["results"][0]["metric"] == "pix20"
