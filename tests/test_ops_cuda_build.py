@@ -401,6 +401,9 @@ def test_bias_act_cuda_matches_ref(plugin, dtype, act, channels_last):
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     b = torch.randn(8, device="cuda", dtype=dtype)
+    for _ in range(2):  # keep outputs away from the clamp boundary, where fp16 rounding could flip the clamp
+        y64 = BA.bias_act(x.double(), b.double(), act=act, impl="ref")
+        x = torch.where((y64.abs() - 1.5).abs() < 0.05, x + 0.2, x)
     outs = []
     for impl in ("cuda", "ref"):
         xi, bi = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
