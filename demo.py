@@ -152,7 +152,7 @@ def report_step(outdir, info, results, sheets, opts):
 
 @click.command()
 @click.option("--outdir", default="results/demo", show_default=True, help="Where the report and everything else go.")
-@click.option("--kimg", type=click.FloatRange(min=0.001), default=6.0, show_default=True,
+@click.option("--kimg", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
               help="Training length in thousands of images (the main knob for the demo's run time).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Training batch size (default: the preset's).")
 @click.option("--seeds", default="0-3", show_default=True, help="Seeds shown per held-out face.")
@@ -187,7 +187,7 @@ def main(**kwargs):
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    info = _report_info(opts, data, snapshot, t0, t_train)
+    info = _report_info(opts, data, os.path.relpath(snapshot, opts.outdir), t0, t_train)
     md_path, html_path = report_step(opts.outdir, info, results, sheets, opts)
     _log(f"done. Open {html_path} (or {md_path}); grids per face in {opts.outdir}/generate/", t0)
 
@@ -203,6 +203,14 @@ def _report_info(opts, data, snapshot, t0, t_train):
             f"on {opts.device} "
             f"({t_train / 60:.1f} min; torch {torch.__version__}, {os.cpu_count()} CPUs). Snapshot: {snapshot}.",
             f"Total demo time: {(time.time() - t0) / 60:.1f} min.",
+        ],
+        files=[
+            ("generate/", "per held-out face and mask: <face>-seed<NNNN>.png, <face>-grid.png (input with the hole, "
+                          "then each seed) and <face>-mask.png (white = hole), as generate.py writes them"),
+            (os.path.dirname(snapshot) + "/", "the training run: log.txt, stats.jsonl, training_options.json, "
+                                              "fakes*.png grids and the snapshots"),
+            ("metrics/", "calc_metrics.py's JSON output and logs for the network and both baselines"),
+            ("data/", "the face PNGs, the dataset_tool.py archives (faces.zip, faces-val.zip) and the held-out PNGs"),
         ],
         table_note=(f"{opts.metric}: every held-out face is evaluated with several reproducible masks "
                     f"(calc_metrics.py, seed {opts.seed}); the three methods see identical images and masks. "

@@ -152,6 +152,7 @@ def test_per_file_errors_are_named_and_the_run_goes_on(snapshot, tmp_path):
     for name in ("good", "mismatch", "nohole", "nomask"):
         _save(_image(30, 20, 0), images / f"{name}.png")
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    PIL.Image.fromarray(_image(30, 20, 1)).save(images / "good.jpg")  # same stem as good.png: would collide
     _save(_hole_png(30, 20, (5, 5, 15, 15)), masks / "good.png")
     _save(_hole_png(20, 30, (5, 5, 15, 15)), masks / "mismatch.png")
     _save(np.zeros((30, 20), np.uint8), masks / "nohole.png")
@@ -160,7 +161,8 @@ def test_per_file_errors_are_named_and_the_run_goes_on(snapshot, tmp_path):
                                                 "--seeds", "0", "--outdir", str(out), "--device", "cpu"])
     assert result.exit_code == 1
     err = result.stderr
-    assert "4 image(s) failed" in err
+    assert "5 image(s) failed" in err
+    assert f"{images / 'good.png'}: same name as {images / 'good.jpg'}" in err
     assert "mismatch.png" in err and "20x30" in err and "30x20" in err
     assert "nohole.png" in err and "no hole" in err
     assert "broken.png" in err and "cannot decode" in err

@@ -58,6 +58,7 @@ def write_markdown(path, info, results, sheets):
     lines += ["", info["table_note"], ""]
     for title, rel_path, caption in sheets:
         lines += [f"## {title}", "", caption, "", f"![{title}]({rel_path})", ""]
+    lines += ["## Files", ""] + [f"- `{name}`: {what}" for name, what in info["files"]] + [""]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
 
@@ -74,6 +75,9 @@ def write_html(path, info, results, sheets):
               f"<p>{esc(info['table_note'])}</p>"]
     for title, rel_path, caption in sheets:
         parts += [f"<h2>{esc(title)}</h2>", f"<p>{esc(caption)}</p>", f'<img src="{esc(rel_path)}" alt="{esc(title)}">']
+    files = "".join(f'<li><a href="{esc(name)}"><code>{esc(name)}</code></a>: {esc(what)}</li>'
+                    for name, what in info["files"])
+    parts += ["<h2>Files</h2>", f"<ul>{files}</ul>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #999;padding:4px 8px;text-align:right}"
              "img{image-rendering:pixelated;max-width:100%}")

@@ -347,8 +347,12 @@ def run_generate(G, opts, device):
     images = list_images(opts.images, exclude_masks=same_folder)
     os.makedirs(opts.outdir, exist_ok=True)
     summary = EasyDict(written=[], failures=[], num_images=len(images))
+    seen = {}
     for image_path in tqdm.tqdm(images, desc="inpainting", unit="img", disable=len(images) < 2):
         try:
+            if _stem(image_path) in seen:  # face.png and face.jpg would write the same output files
+                raise InpaintError(f"{image_path}: same name as {seen[_stem(image_path)]}; outputs would collide")
+            seen[_stem(image_path)] = image_path
             img, mask = load_pair(image_path, opts.masks, mask_is_spec=mask_is_spec, mask_hole=opts.mask_hole,
                                   mask_seed=opts.mask_seed)
         except InpaintError as err:
