@@ -192,6 +192,16 @@ def main(**kwargs):
     _log(f"done. Open {html_path} (or {md_path}); grids per face in {opts.outdir}/generate/", t0)
 
 
+def _train_option(outdir, snapshot, key):
+    """One resolved option of the training run, from the training_options.json train.py writes."""
+    path = os.path.join(outdir, os.path.dirname(snapshot), "training_options.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get(key, "?")
+    except (OSError, ValueError):
+        return "?"
+
+
 def _report_info(opts, data, snapshot, t0, t_train):
     return dict(
         title="CoModGAN demo: inpainting held-out faces",
@@ -199,14 +209,14 @@ def _report_info(opts, data, snapshot, t0, t_train):
             f"Data: the {data.num_train + data.num_val} face crops shipped with scikit-image (lfw_subset), 25x25 gray, "
             f"made into 32x32 RGB archives by dataset_tool.py; {data.num_train} for training, {data.num_val} held "
             "out (never seen in training).",
-            f"Training: config tiny, {opts.kimg} kimg, batch {opts.batch or 'of the preset'}, masks {TRAIN_MASK}, "
-            f"on {opts.device} "
+            f"Training: config tiny, {opts.kimg} kimg, batch {_train_option(opts.outdir, snapshot, 'batch')}, "
+            f"masks {TRAIN_MASK}, on {opts.device} "
             f"({t_train / 60:.1f} min; torch {torch.__version__}, {os.cpu_count()} CPUs). Snapshot: {snapshot}.",
             f"Total demo time: {(time.time() - t0) / 60:.1f} min.",
         ],
         files=[
-            ("generate/", "per held-out face and mask: <face>-seed<NNNN>.png, <face>-grid.png (input with the hole, "
-                          "then each seed) and <face>-mask.png (white = hole), as generate.py writes them"),
+            ("generate/", "per held-out face and mask: FACE-seedNNNN.png, FACE-grid.png (input with the hole, "
+                          "then each seed) and FACE-mask.png (white = hole), as generate.py writes them"),
             (os.path.dirname(snapshot) + "/", "the training run: log.txt, stats.jsonl, training_options.json, "
                                               "fakes*.png grids and the snapshots"),
             ("metrics/", "calc_metrics.py's JSON output and logs for the network and both baselines"),
@@ -214,7 +224,7 @@ def _report_info(opts, data, snapshot, t0, t_train):
         ],
         table_note=(f"{opts.metric}: every held-out face is evaluated with several reproducible masks "
                     f"(calc_metrics.py, seed {opts.seed}); the three methods see identical images and masks. "
-                    "A network trained for minutes on 90 tiny faces is not expected to beat the baselines on "
+                    f"A network trained for minutes on {data.num_train} tiny faces is not expected to beat the baselines on "
                     "pixel metrics; the demo shows the whole pipeline, and diverse completions (the seeds)."),
     )
 
