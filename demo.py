@@ -224,8 +224,9 @@ def _report_info(opts, data, snapshot, t0, t_train):
         ],
         table_note=(f"{opts.metric}: every held-out face is evaluated with several reproducible masks "
                     f"(calc_metrics.py, seed {opts.seed}); the three methods see identical images and masks. "
-                    f"A network trained for minutes on {data.num_train} tiny faces is not expected to beat the baselines on "
-                    "pixel metrics; the demo shows the whole pipeline, and diverse completions (the seeds)."),
+                    f"A network trained for minutes on {data.num_train} tiny faces is not expected to beat the "
+                    "baselines on pixel metrics; the demo shows the whole pipeline, and diverse completions "
+                    "(the seeds)."),
     )
 
 
