@@ -74,6 +74,7 @@ from torch_utils.misc import assert_mask_convention
 from torch_utils.ops import bias_act, upfirdn2d
 from torch_utils.ops.conv2d_resample import conv2d_resample
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
+from training import fast_inference
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 1024
@@ -130,6 +131,12 @@ def _check_constructor_args(img_resolution, img_channels, channel_base, channel_
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest:
             raise NetworkInputError(f"{name}: must be an integer >= {lowest}, got {value!r}")
     return log2
+
+
+def _check_impl(impl):
+    if impl not in fast_inference.IMPLS:
+        raise NetworkInputError(f"Generator: impl must be one of {', '.join(fast_inference.IMPLS)}, got {impl!r}")
+    return impl
 
 
 def _check_image_and_mask(img, mask, img_channels, img_resolution, who):
@@ -474,16 +481,22 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{2**r}", block)
         self.block_resolutions = [2**r for r in range(3, log2 + 1)]
 
-    def forward(self, ws, code, feats, noise_mode="random", fused_modconv=None):
+    def check_inputs(self, ws, noise_mode):
         if noise_mode not in ("random", "const", "none"):
             raise NetworkInputError(f"synthesis: noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         if ws.ndim != 3 or list(ws.shape[1:]) != [self.num_ws, self.w_dim]:
             raise NetworkInputError(f"synthesis: ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+
+    def modulation_inputs(self, ws, code):
+        """Co-modulation: the style input of layer i is concat([w_i, global code]); a tuple of num_ws [N, D]."""
+        return torch.cat([ws.float(), code.float().unsqueeze(1).expand(-1, self.num_ws, -1)], dim=2).unbind(dim=1)
+
+    def forward(self, ws, code, feats, noise_mode="random", fused_modconv=None):
+        self.check_inputs(ws, noise_mode)
         if fused_modconv is None:
             fused_modconv = not self.training
         code = code.float()
-        # Co-modulation: the style input of layer i is concat([w_i, global code]).
-        mods = torch.cat([ws.float(), code.unsqueeze(1).expand(-1, self.num_ws, -1)], dim=2).unbind(dim=1)
+        mods = self.modulation_inputs(ws, code)
         x, img = self.b4(code, feats[4], mods[0:2], noise_mode, fused_modconv)
         for res in self.block_resolutions:
             i = 2 * int(math.log2(res)) - 5
@@ -522,16 +535,28 @@ class Generator(nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.encoder = Encoder(img_resolution, img_channels, dropout_rate=dropout_rate, **common)
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, **mapping_kwargs)
+        self.impl = "fast"  # runtime choice, not a constructor argument: checkpoints do not record it
+
+    def set_impl(self, impl):
+        """Choose the inference implementation: 'fast' (default) or 'ref'; returns self.
+
+        'fast' runs training.fast_inference (same numbers to float32 rounding, several times faster) whenever
+        it applies: eval mode, no autograd, float32 CPU tensors, no module hooks. Otherwise, and always with
+        'ref', the forward runs the layers' own modules (the reference, what training differentiates).
+        """
+        self.impl = _check_impl(impl)
+        return self
 
     def forward(self, img, mask, z=None, ws=None, truncation_psi=1, truncation_cutoff=None, noise_mode="random",
-                return_raw=False, dropout=None, update_emas=False):
+                return_raw=False, dropout=None, update_emas=False, impl=None):
         """Complete the holes (mask == 0) of img in [-1, 1].
 
         Exactly one of z [N, z_dim] / ws [N, num_ws, w_dim]; truncation and update_emas apply to z (ws are used
         as given, e.g. after style mixing by the caller). `dropout`: None = on in training mode, off in eval
-        mode; True/False forces it (True reproduces the official inference). Returns the composite, or
-        (composite, raw) with return_raw=True.
+        mode; True/False forces it (True reproduces the official inference). `impl`: 'fast' / 'ref' for this
+        call, None = `self.impl` (see set_impl). Returns the composite, or (composite, raw) with return_raw=True.
         """
+        impl = self.impl if impl is None else _check_impl(impl)
         _check_image_and_mask(img, mask, self.img_channels, self.img_resolution, "Generator")
         if (z is None) == (ws is None):
             raise NetworkInputError("Generator: pass exactly one of z and ws")
@@ -541,8 +566,11 @@ class Generator(nn.Module):
         if ws.shape[0] != img.shape[0]:
             raise NetworkInputError(f"Generator: {ws.shape[0]} latents for a batch of {img.shape[0]} images")
         dropout = self.training if dropout is None else bool(dropout)
-        code, feats = self.encoder(img, mask, dropout=dropout)
-        raw = self.synthesis(ws, code, feats, noise_mode=noise_mode).to(img.dtype)
+        if fast_inference.eligible(self, img, impl):
+            raw = fast_inference.synthesize(self, img, mask, ws, noise_mode, dropout)
+        else:
+            code, feats = self.encoder(img, mask, dropout=dropout)
+            raw = self.synthesis(ws, code, feats, noise_mode=noise_mode).to(img.dtype)
         out = img * mask + raw * (1 - mask)
         return (out, raw) if return_raw else out
 

@@ -1,0 +1,147 @@
+"""Tests of the fast CPU inference path of the Generator: same numbers as the reference, used when it should be."""
+
+import pytest
+import torch
+
+from torch_utils import cpu_malloc
+from training import fast_inference, networks
+from training.networks import Generator, NetworkInputError
+
+TOLERANCE = 1e-4  # max abs difference allowed on the composited float32 output
+
+
+def _generator(resolution, channel_base, channel_max, seed=0):
+    """An eval-mode G whose biases and noise strengths are non-zero, so that every term is exercised."""
+    torch.manual_seed(seed)
+    G = Generator(img_resolution=resolution, channel_base=channel_base, channel_max=channel_max).eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("bias") or name.endswith("noise_strength"):
+                p.normal_(0, 0.3)
+    return G
+
+
+def _inputs(batch, resolution, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.rand([batch, 3, resolution, resolution], generator=gen) * 2 - 1
+    mask = torch.ones([batch, 1, resolution, resolution])
+    mask[:, :, resolution // 4 : 3 * resolution // 4, resolution // 8 : resolution // 2] = 0
+    return img, mask, torch.randn([batch, 512], generator=gen)
+
+
+def _both(G, img, mask, z, **kwargs):
+    """(reference, fast) outputs of G under no_grad, each drawing its random numbers from the same seed."""
+    outs = []
+    for impl in ("ref", "fast"):
+        torch.manual_seed(123)
+        with torch.no_grad():
+            outs.append(G(img, mask, z, impl=impl, **kwargs))
+    return outs
+
+
+@pytest.fixture(scope="module")
+def g64():
+    # channel_max 64 at 64x64: the 4x4..16x16 layers take the scaled-activation branch at batch 1, the 32x32
+    # and 64x64 layers the modulated-weight branch.
+    return _generator(64, 1024, 64)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("noise_mode", ["const", "random", "none"])
+def test_fast_path_matches_the_reference(g64, batch, noise_mode):
+    img, mask, z = _inputs(batch, 64)
+    (ref, ref_raw), (fast, fast_raw) = _both(g64, img, mask, z, noise_mode=noise_mode, return_raw=True)
+    assert fast.shape == ref.shape and fast.is_contiguous()
+    assert (fast - ref).abs().max().item() <= TOLERANCE
+    assert (fast_raw - ref_raw).abs().max().item() <= TOLERANCE
+    assert ref_raw.abs().max().item() > 1  # not a trivially small output
+    known = mask.expand_as(img).bool()
+    assert torch.equal(fast[known], img[known])  # known pixels pass through exactly
+
+
+def test_fast_path_matches_the_reference_at_full_width_and_with_dropout():
+    G = _generator(32, 16384, 512)  # 512 channels: the published widths of the low resolutions
+    img, mask, z = _inputs(1, 32, seed=1)
+    ref, fast = _both(G, img, mask, z, noise_mode="const", dropout=True)
+    assert (fast - ref).abs().max().item() <= TOLERANCE
+    _, no_dropout = _both(G, img, mask, z, noise_mode="const")
+    assert (fast - no_dropout).abs().max().item() > 1e-3  # dropout did draw a mask on the fast path
+
+
+def _spy(monkeypatch):
+    calls = []
+    real = fast_inference.synthesize
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_inference, "synthesize", spy)
+    return calls
+
+
+def test_fast_path_is_the_default_only_for_eval_inference(g64, monkeypatch):
+    calls = _spy(monkeypatch)
+    img, mask, z = _inputs(1, 64)
+    with torch.no_grad():
+        g64(img, mask, z)
+    with torch.inference_mode():
+        g64(img, mask, z)
+    assert len(calls) == 2
+    g64(img, mask, z)  # autograd on: the reference (what training differentiates)
+    with torch.no_grad():
+        g64(img, mask, z, impl="ref")
+        g64.train()
+        try:
+            g64(img, mask, z)
+        finally:
+            g64.eval()
+        g64.set_impl("ref")
+        try:
+            g64(img, mask, z)
+        finally:
+            g64.set_impl("fast")
+        handle = g64.synthesis.b8.conv0.register_forward_hook(lambda *_: None)
+        try:
+            g64(img, mask, z)  # hooks must see every layer: the reference
+        finally:
+            handle.remove()
+    assert len(calls) == 2
+
+
+def test_cached_weights_follow_parameter_changes(g64):
+    img, mask, z = _inputs(1, 64)
+    with torch.no_grad():
+        before = g64(img, mask, z, noise_mode="const")
+        other = _generator(64, 1024, 64, seed=5)
+        saved = {k: v.clone() for k, v in g64.state_dict().items()}
+        g64.load_state_dict(other.state_dict())
+        try:
+            ref, fast = _both(g64, img, mask, z, noise_mode="const")
+        finally:
+            g64.load_state_dict(saved)
+        after = g64(img, mask, z, noise_mode="const")
+    assert (fast - ref).abs().max().item() <= TOLERANCE
+    assert (fast - before).abs().max().item() > 1e-2
+    assert torch.equal(after, before)
+
+
+def test_bad_impl_is_a_clear_error(g64):
+    img, mask, z = _inputs(1, 64)
+    with pytest.raises(NetworkInputError, match="impl must be one of fast, ref, got 'cuda'"):
+        g64(img, mask, z, impl="cuda")
+    with pytest.raises(NetworkInputError, match="impl"):
+        g64.set_impl("fastest")
+    assert g64.impl == "fast"
+
+
+def test_summary_still_lists_every_layer(capsys):
+    networks.main(["--resolution", "32", "--channel-base", "256", "--channel-max", "16"])
+    out = capsys.readouterr().out
+    assert "synthesis.b32.conv0" in out and "encoder.b32.conv1" in out
+
+
+def test_malloc_tuning_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("COMODGAN_MALLOC_DEFAULT", "1")
+    assert cpu_malloc._apply() is False
+    assert isinstance(cpu_malloc.keep_large_allocations(), bool)

@@ -1,0 +1,233 @@
+"""The inference-only CPU forward of the CoModGAN Generator: the reference layers' arithmetic in fewer passes.
+
+`training.networks.Generator` calls `synthesize()` instead of its encoder + synthesis modules when `eligible()`:
+eval mode, no autograd (torch.no_grad / inference_mode), float32 CPU tensors, `impl='fast'` (the default) and
+no module hooks (hooks must see every layer, so they get the reference). The result equals the reference to
+float32 rounding (tests/test_fast_inference.py checks it); what changes is how it is computed:
+
+- channels_last activations end to end (oneDNN's fast convolution layout on CPU);
+- equalized-lr gains, the lrelu gain sqrt(2) (lrelu(x) * g = lrelu(g * x) for g > 0) and the upsampling gain 4
+  folded into cached weights and biases, biases added by the convolutions themselves;
+- modulation at batch 1: where the weight is smaller than the activation (the high resolutions) the weight is
+  modulated and demodulated once per call (no grouped convolution); elsewhere the activation is scaled and the
+  shared weight stays fixed, so it is reordered for oneDNN once and cached; demodulation coefficients come from
+  cached per-(out, in) squared weight sums, a [N, C_in] x [C_in, C_out] product;
+- the [1, 3, 3, 1] blur as a depthwise (groups = C) convolution in channels_last;
+- the elementwise tails (noise, leaky ReLU) in place;
+- glibc malloc kept off mmap for big tensors (torch_utils.cpu_malloc), which removes a page fault storm.
+
+Cached tensors live in a weak per-Generator table keyed by every parameter's storage and version, so loading
+weights, training steps or `.to()` invalidate them.
+"""
+
+import math
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+from torch_utils import cpu_malloc
+from torch_utils.ops import upfirdn2d
+
+IMPLS = ("fast", "ref")
+_CL = torch.channels_last
+_LRELU_GAIN = math.sqrt(2)
+_LRELU_ALPHA = 0.2
+_caches = weakref.WeakKeyDictionary()  # Generator -> _Cache
+
+
+def eligible(G, img, impl):
+    """Whether G's forward on `img` may take the fast path (see the module docstring)."""
+    if impl != "fast" or G.training or torch.is_grad_enabled():
+        return False
+    if img.device.type != "cpu" or img.dtype != torch.float32:
+        return False
+    return not _has_hooks(G)
+
+
+def _has_hooks(module):
+    nn_module = torch.nn.modules.module
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cached per-layer constants.
+
+
+class _Cache:
+    """Prepared tensors of one Generator, valid while `key` matches its parameters and buffers."""
+
+    def __init__(self, key):
+        self.key, self.layers, self.packed = key, {}, {}
+
+    def layer(self, module, prepare):
+        entry = self.layers.get(module)
+        if entry is None:
+            entry = self.layers[module] = prepare(module)
+        return entry
+
+
+def _state_key(G):
+    return tuple((t.data_ptr(), t._version) for t in (*G.parameters(), *G.buffers()))
+
+
+def _cache_of(G):
+    key = _state_key(G)
+    cache = _caches.get(G)
+    if cache is None or cache.key != key:
+        cache = _caches[G] = _Cache(key)
+    return cache
+
+
+def _blur_weight(f, channels, gain=1.0):
+    """Depthwise [C, 1, fh, fw] weight applying the 2-D FIR filter f as a true convolution (conv2d correlates)."""
+    return (f.flip([0, 1]) * gain)[None, None].repeat(channels, 1, 1, 1)
+
+
+def _prep_conv(layer):
+    """Conv2dLayer: equalized-lr and activation gains folded into the weight and bias."""
+    gain = _LRELU_GAIN if layer.activation == "lrelu" else 1.0
+    w = (layer.weight * (layer.weight_gain * gain)).contiguous(memory_format=_CL)
+    b = None if layer.bias is None else layer.bias * gain
+    blur = _blur_weight(layer.resample_filter, layer.in_channels) if layer.down > 1 else None
+    return dict(w=w, b=b, blur=blur)
+
+
+def _prep_synthesis(layer):
+    """SynthesisLayer: scaled weight, its squared sums over the kernel (demodulation), gained bias and noise."""
+    w = layer.weight * layer.weight_gain
+    prep = dict(w=w, w2=w.square().sum(dim=[2, 3]).t().contiguous(), b=layer.bias * _LRELU_GAIN,
+                noise=(layer.noise_const * (layer.noise_strength * _LRELU_GAIN))[None, None],
+                strength=layer.noise_strength * _LRELU_GAIN)
+    if layer.up > 1:
+        prep["blur"] = _blur_weight(layer.resample_filter, layer.out_channels)
+        prep["wt"] = (w.transpose(0, 1) * 4).contiguous()  # conv_transpose2d layout, upsampling gain 4
+    return prep
+
+
+def _prep_torgb(layer):
+    return dict(w=layer.weight * layer.weight_gain, b=layer.bias)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layers.
+
+
+def _conv(cache, x, w, b=None, padding=0, stride=1):
+    """F.conv2d with a fixed weight; oneDNN's reordered copy of it is cached per input shape."""
+    key = (w.data_ptr(), tuple(x.shape), padding, stride)
+    packed = cache.packed.get(key)
+    if packed is None:
+        packed = cache.packed[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            w.contiguous().to_mkldnn(), [padding] * 2, [stride] * 2, [1, 1], 1, list(x.shape))
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, b, [padding] * 2, [stride] * 2, [1, 1], 1, "none",
+                                                   [], "")
+
+
+def _conv_lrelu(cache, x, w, b, padding=0, stride=1):
+    y = _conv(cache, x, w, b, padding, stride)
+    return F.leaky_relu_(y, _LRELU_ALPHA)
+
+
+def encoder_conv(cache, layer, x):
+    """Conv2dLayer forward (lrelu), down=2 as blur + stride-2 convolution like conv2d_resample."""
+    p = cache.layer(layer, _prep_conv)
+    if layer.down > 1:
+        # conv2d_resample pads by 2 for a 4-tap filter and 3x3 kernel, then convolves without padding.
+        x = F.conv2d(x, p["blur"], padding=2, groups=x.shape[1])
+        return _conv_lrelu(cache, x, p["w"], p["b"], stride=2)
+    return _conv_lrelu(cache, x, p["w"], p["b"], padding=layer.padding)
+
+
+def _noise(layer, p, x, noise_mode):
+    """Noise already multiplied by strength * sqrt(2); the same RNG draws as the reference layer."""
+    if noise_mode == "random":
+        r = layer.resolution
+        return torch.randn([x.shape[0], 1, r, r], dtype=x.dtype) * p["strength"]
+    if noise_mode == "const":
+        return p["noise"]
+    return None
+
+
+def synthesis_layer(cache, layer, x, mod, noise_mode):
+    """SynthesisLayer forward: modulated (and for up=2 transposed + blurred) 3x3 conv, noise, bias, lrelu."""
+    p = cache.layer(layer, _prep_synthesis)
+    n = x.shape[0]
+    styles = layer.affine(mod) + 1
+    dcoefs = (styles.square() @ p["w2"] + 1e-8).rsqrt() * _LRELU_GAIN  # [N, C_out], with the lrelu gain
+    up = layer.up > 1
+    modulate_weight = n == 1 and p["w"].numel() <= x[0].numel()
+    if modulate_weight:
+        w = p["w"] * styles.reshape(1, -1, 1, 1) * dcoefs.reshape(-1, 1, 1, 1)
+    else:
+        x = x * styles.reshape(n, -1, 1, 1)
+        w = p["w"]
+    if up:
+        # As conv2d_resample: stride-2 transposed conv (full support), then the blur with gain 4 and padding 1.
+        wt = w.transpose(0, 1) * 4 if modulate_weight else p["wt"]
+        x = F.conv_transpose2d(x, wt, stride=2)
+        bias = p["b"] if modulate_weight else None
+        x = F.conv2d(x, p["blur"], bias, padding=1, groups=x.shape[1])
+    elif modulate_weight:
+        x = F.conv2d(x, w.contiguous(memory_format=_CL), p["b"], padding=layer.padding)
+    else:
+        x = _conv(cache, x, w, None, padding=layer.padding)
+    if not modulate_weight:
+        x = torch.addcmul(p["b"].reshape(1, -1, 1, 1), x, dcoefs.reshape(n, -1, 1, 1))
+    noise = _noise(layer, p, x, noise_mode)
+    if noise is not None:
+        x.add_(noise)
+    return F.leaky_relu_(x, _LRELU_ALPHA)
+
+
+def torgb(cache, layer, x, mod):
+    """ToRGBLayer forward: modulated 1x1 conv without demodulation, bias."""
+    p = cache.layer(layer, _prep_torgb)
+    styles = layer.affine(mod) + 1
+    if x.shape[0] == 1:
+        return F.conv2d(x, p["w"] * styles.reshape(1, -1, 1, 1), p["b"])
+    return F.conv2d(x * styles.reshape(x.shape[0], -1, 1, 1), p["w"], p["b"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Networks.
+
+
+def encode(cache, encoder, img, mask, dropout):
+    """Encoder forward: (global code, {resolution: feature}) with channels_last features."""
+    x = torch.cat([mask - 0.5, img * mask], dim=1).contiguous(memory_format=_CL)
+    feats = {}
+    for res in encoder.block_resolutions[:-1]:
+        block = getattr(encoder, f"b{res}")
+        if hasattr(block, "fromrgb"):
+            x = encoder_conv(cache, block.fromrgb, x)
+        feats[res] = encoder_conv(cache, block.conv0, x)
+        x = encoder_conv(cache, block.conv1, feats[res])
+    epilogue = encoder.b4
+    feats[4] = encoder_conv(cache, epilogue.conv, x)
+    code = epilogue.fc(feats[4].contiguous().flatten(1))
+    return F.dropout(code, p=epilogue.dropout_rate, training=dropout), feats
+
+
+def synthesize(G, img, mask, ws, noise_mode, dropout):
+    """The raw image of G (float32 [N, C, R, R], contiguous), as encoder + synthesis would compute it."""
+    cpu_malloc.keep_large_allocations()
+    cache = _cache_of(G)
+    code, feats = encode(cache, G.encoder, img, mask, dropout)
+    syn = G.synthesis
+    syn.check_inputs(ws, noise_mode)
+    mods = syn.modulation_inputs(ws, code)
+    b4 = syn.b4
+    x = b4.fc(code).reshape(-1, b4.channels, 4, 4).contiguous(memory_format=_CL) + feats[4]
+    x = synthesis_layer(cache, b4.conv, x, mods[0], noise_mode)
+    image = torgb(cache, b4.torgb, x, mods[1])
+    for res in syn.block_resolutions:
+        block = getattr(syn, f"b{res}")
+        i = 2 * int(math.log2(res)) - 5
+        x = synthesis_layer(cache, block.conv0, x, mods[i], noise_mode)
+        x.add_(feats[res])
+        x = synthesis_layer(cache, block.conv1, x, mods[i + 1], noise_mode)
+        image = upfirdn2d.upsample2d(image, block.resample_filter) + torgb(cache, block.torgb, x, mods[i + 2])
+    return image.contiguous()
