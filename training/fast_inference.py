@@ -115,20 +115,30 @@ def _prep_torgb(layer):
 # Layers.
 
 
-def _conv(cache, x, w, b=None, padding=0, stride=1):
-    """F.conv2d with a fixed weight; oneDNN's reordered copy of it is cached per input shape."""
+def _conv(cache, x, w, b=None, padding=0, stride=1, lrelu=False):
+    """F.conv2d (+ leaky ReLU) with a fixed weight; oneDNN's reordered copy of it is cached per input shape."""
     key = (w.data_ptr(), tuple(x.shape), padding, stride)
     packed = cache.packed.get(key)
     if packed is None:
         packed = cache.packed[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
             w.contiguous().to_mkldnn(), [padding] * 2, [stride] * 2, [1, 1], 1, list(x.shape))
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, b, [padding] * 2, [stride] * 2, [1, 1], 1, "none",
-                                                   [], "")
+    attr, scalars = ("leaky_relu", [_LRELU_ALPHA]) if lrelu else ("none", [])
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, b, [padding] * 2, [stride] * 2, [1, 1], 1, attr,
+                                                   scalars, "")
 
 
-def _conv_lrelu(cache, x, w, b, padding=0, stride=1):
-    y = _conv(cache, x, w, b, padding, stride)
-    return F.leaky_relu_(y, _LRELU_ALPHA)
+def _prep_fc(layer):
+    """FullyConnectedLayer: [in, out] weight and bias with the equalized-lr (and lrelu) gains folded in."""
+    gain = _LRELU_GAIN if layer.activation == "lrelu" else 1.0
+    b = torch.zeros([layer.out_features]) if layer.bias is None else layer.bias * (layer.bias_gain * gain)
+    return dict(w=(layer.weight * (layer.weight_gain * gain)).t().contiguous(), b=b)
+
+
+def fully_connected(cache, layer, x):
+    """FullyConnectedLayer forward."""
+    p = cache.layer(layer, _prep_fc)
+    y = torch.addmm(p["b"], x, p["w"])
+    return F.leaky_relu_(y, _LRELU_ALPHA) if layer.activation == "lrelu" else y
 
 
 def encoder_conv(cache, layer, x):
@@ -137,8 +147,8 @@ def encoder_conv(cache, layer, x):
     if layer.down > 1:
         # conv2d_resample pads by 2 for a 4-tap filter and 3x3 kernel, then convolves without padding.
         x = F.conv2d(x, p["blur"], padding=2, groups=x.shape[1])
-        return _conv_lrelu(cache, x, p["w"], p["b"], stride=2)
-    return _conv_lrelu(cache, x, p["w"], p["b"], padding=layer.padding)
+        return _conv(cache, x, p["w"], p["b"], stride=2, lrelu=True)
+    return _conv(cache, x, p["w"], p["b"], padding=layer.padding, lrelu=True)
 
 
 def _noise(layer, p, x, noise_mode):
@@ -155,7 +165,7 @@ def synthesis_layer(cache, layer, x, mod, noise_mode):
     """SynthesisLayer forward: modulated (and for up=2 transposed + blurred) 3x3 conv, noise, bias, lrelu."""
     p = cache.layer(layer, _prep_synthesis)
     n = x.shape[0]
-    styles = layer.affine(mod) + 1
+    styles = fully_connected(cache, layer.affine, mod) + 1
     dcoefs = (styles.square() @ p["w2"] + 1e-8).rsqrt() * _LRELU_GAIN  # [N, C_out], with the lrelu gain
     up = layer.up > 1
     modulate_weight = n == 1 and p["w"].numel() <= x[0].numel()
@@ -185,7 +195,7 @@ def synthesis_layer(cache, layer, x, mod, noise_mode):
 def torgb(cache, layer, x, mod):
     """ToRGBLayer forward: modulated 1x1 conv without demodulation, bias."""
     p = cache.layer(layer, _prep_torgb)
-    styles = layer.affine(mod) + 1
+    styles = fully_connected(cache, layer.affine, mod) + 1
     if x.shape[0] == 1:
         return F.conv2d(x, p["w"] * styles.reshape(1, -1, 1, 1), p["b"])
     return F.conv2d(x * styles.reshape(x.shape[0], -1, 1, 1), p["w"], p["b"])
@@ -207,7 +217,7 @@ def encode(cache, encoder, img, mask, dropout):
         x = encoder_conv(cache, block.conv1, feats[res])
     epilogue = encoder.b4
     feats[4] = encoder_conv(cache, epilogue.conv, x)
-    code = epilogue.fc(feats[4].contiguous().flatten(1))
+    code = fully_connected(cache, epilogue.fc, feats[4].contiguous().flatten(1))
     return F.dropout(code, p=epilogue.dropout_rate, training=dropout), feats
 
 
@@ -220,7 +230,7 @@ def synthesize(G, img, mask, ws, noise_mode, dropout):
     syn.check_inputs(ws, noise_mode)
     mods = syn.modulation_inputs(ws, code)
     b4 = syn.b4
-    x = b4.fc(code).reshape(-1, b4.channels, 4, 4).contiguous(memory_format=_CL) + feats[4]
+    x = fully_connected(cache, b4.fc, code).reshape(-1, b4.channels, 4, 4).contiguous(memory_format=_CL) + feats[4]
     x = synthesis_layer(cache, b4.conv, x, mods[0], noise_mode)
     image = torgb(cache, b4.torgb, x, mods[1])
     for res in syn.block_resolutions:
