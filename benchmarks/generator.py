@@ -7,11 +7,17 @@ Run from the repository root:
 
 Times are medians over `--repeats` timed runs after `--warmup` untimed ones (wall clock; CUDA is synchronised
 around every run). FLOPs come from torch.utils.flop_counter.FlopCounterMode (matmul/conv only, multiply-add =
-2 FLOPs). Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the peak resident-set growth over the
-process's baseline, sampled every millisecond by a background thread (an estimate: allocator caching and the
-sampling interval blur it by a few MB).
+2 FLOPs); they are the network's count, taken on the reference path (the counter's module hooks select it),
+and the fast path runs the same convolutions. Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU
+the peak growth over the process's baseline of glibc malloc's bytes in use (the RSS where mallinfo2 is
+missing; the fast path keeps freed memory mapped, see torch_utils.cpu_malloc, so the RSS stops growing),
+sampled every millisecond by a background thread (an estimate: the interval blurs it by a few MB).
+
+`--impl fast` (default) times what Generator does by default in eval mode without autograd (on the CPU:
+training.fast_inference); `--impl ref` the reference layers.
 """
 
+import ctypes
 import statistics
 import threading
 import time
@@ -55,20 +61,42 @@ def time_runs(fn, device, warmup, repeats):
     return times
 
 
-class _RssPeak:
-    """Context manager sampling this process's RSS; `.peak` = max RSS growth over the value at entry (bytes)."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _memory_probe():
+    """A function returning this process's memory in use (bytes): glibc malloc's count if available, else RSS."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+        mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        proc = psutil.Process()
+        return lambda: proc.memory_info().rss
+
+    def in_use():
+        info = mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
+class _MemoryPeak:
+    """Context manager sampling the memory in use; `.peak` = max growth over the value at entry (bytes)."""
 
     def __init__(self, interval=0.001):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._probe = _memory_probe()
 
     def _sample(self):
-        proc = psutil.Process()
         while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss - self._base)
+            self.peak = max(self.peak, self._probe() - self._base)
             time.sleep(self.interval)
 
     def __enter__(self):
-        self._base = psutil.Process().memory_info().rss
+        self._base = self._probe()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -76,7 +104,7 @@ class _RssPeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, psutil.Process().memory_info().rss - self._base)
+        self.peak = max(self.peak, self._probe() - self._base)
 
 
 def peak_memory(fn, device):
@@ -88,9 +116,9 @@ def peak_memory(fn, device):
         fn()
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - base
-    with _RssPeak() as rss:
+    with _MemoryPeak() as mem:
         fn()
-    return rss.peak
+    return mem.peak
 
 
 def count_flops(fn):
@@ -99,13 +127,13 @@ def count_flops(fn):
     return counter.get_total_flops()
 
 
-def bench_forward(G, resolution, batch, device, warmup, repeats):
-    """One row of the forward table: G in eval mode, const noise, no autograd."""
+def bench_forward(G, resolution, batch, device, warmup, repeats, impl="fast"):
+    """One row of the forward table: G in eval mode, const noise, no autograd, implementation `impl`."""
     img, mask, z = _inputs(batch, resolution, device)
 
     def run():
         with torch.inference_mode():
-            G(img, mask, z, noise_mode="const")
+            G(img, mask, z, noise_mode="const", impl=impl)
 
     times = time_runs(run, device, warmup, repeats)
     flops = count_flops(run)
@@ -150,13 +178,14 @@ def _header(device):
     return f"device: {device} ({name}); torch {torch.__version__}; load average {load}"
 
 
-def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_batch, channel_base, channel_max):
+def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_batch, channel_base, channel_max,
+                   impl="fast"):
     for res in resolutions:
         check_resolution(res, "--resolution")
     print(_header(device))
     print(f"median of {repeats} runs after {warmup} warm-up; channel_base {channel_base}, channel_max {channel_max}")
     if resolutions and batches:
-        bench_forward_table(device, resolutions, batches, warmup, repeats, channel_base, channel_max)
+        bench_forward_table(device, resolutions, batches, warmup, repeats, channel_base, channel_max, impl)
     if train:
         print(f"\nG+D training step at 256, batch {train_batch} (G step + D step, Adam, no R1) ...", flush=True)
         med, best, flops, mem = bench_train_step(256, train_batch, device, warmup, repeats, channel_base, channel_max)
@@ -164,15 +193,15 @@ def run_benchmarks(device, resolutions, batches, warmup, repeats, train, train_b
               f"{flops / 1e9:.1f} GFLOP/step, {flops / med / 1e9:.1f} GFLOP/s; peak {mem / 2**20:.0f} MB")
 
 
-def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_base, channel_max):
-    print("\nG forward (eval, noise_mode='const', inference_mode)")
+def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_base, channel_max, impl="fast"):
+    print(f"\nG forward (eval, noise_mode='const', inference_mode, impl='{impl}')")
     cols = f"{'res':>5} {'batch':>5} {'ms/img':>10} {'min ms/img':>11} {'GFLOP/img':>10} {'GFLOP/s':>9} {'peak MB':>9}"
     print(cols)
     for res in resolutions:
         torch.manual_seed(0)
         G = Generator(img_resolution=res, channel_base=channel_base, channel_max=channel_max).to(device).eval()
         for batch in batches:
-            r = bench_forward(G, res, batch, device, warmup, repeats)
+            r = bench_forward(G, res, batch, device, warmup, repeats, impl)
             print(f"{r['res']:>5} {r['batch']:>5} {r['ms_img']:>10.1f} {r['min_ms_img']:>11.1f} "
                   f"{r['gflop_img']:>10.2f} {r['gflops']:>9.1f} {r['mem_mb']:>9.0f}", flush=True)
         print(f"      (G at {res}: {count_params(G):,} trainable parameters)")
@@ -192,14 +221,17 @@ def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_b
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads (CPU).")
 @click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True, help="Model width.")
 @click.option("--channel-max", type=click.IntRange(min=1), default=512, show_default=True, help="Model width cap.")
-def main(device, resolution, batch, repeats, warmup, forward, train, train_batch, threads, channel_base, channel_max):
+@click.option("--impl", type=click.Choice(["fast", "ref"]), default="fast", show_default=True,
+              help="G forward implementation: fast (the default inference path) or ref (the reference layers).")
+def main(device, resolution, batch, repeats, warmup, forward, train, train_batch, threads, channel_base, channel_max,
+         impl):
     """Time the CoModGAN generator's forward (per image, batch 1 and 4, at 256 and 512) and a G+D train step."""
     if threads:
         torch.set_num_threads(threads)
     try:
         batches = (list(batch) or [1, 4]) if forward else []
         run_benchmarks(resolve_device(device), list(resolution) or [256, 512], batches, warmup, repeats, train,
-                       train_batch, channel_base, channel_max)
+                       train_batch, channel_base, channel_max, impl)
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None
