@@ -66,7 +66,7 @@ def build_inpainter(cfg, device):
         return make_baseline(cfg.baseline)
     from training.checkpoint import load_generator
 
-    return load_generator(cfg.network, device, ema=True)
+    return load_generator(cfg.network, device, ema=True).set_impl(cfg.impl)
 
 
 def evaluate(cfg, rank=0):
@@ -174,6 +174,8 @@ def run(cfg):
               help="Keep the global code's dropout on at inference, as the official CoModGAN evaluation does.")
 @click.option("--device", type=str, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch.")
+@click.option("--impl", type=click.Choice(["fast", "ref"]), default="fast", show_default=True,
+              help="Generator implementation: fast (the CPU inference path) or ref (the reference layers).")
 @click.option("--cache-dir", type=str, default=None,
               help="Download / real-statistics cache (default $COMODGAN_CACHE_DIR or ~/.cache/comodgan).")
 def main(**kwargs):

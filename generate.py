@@ -47,7 +47,9 @@ def _seeds(ctx, param, value):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Seeds per forward pass.")
-def main(network, resolution, device, **kwargs):
+@click.option("--impl", type=click.Choice(["fast", "ref"]), default="fast", show_default=True,
+              help="Generator implementation: fast (the CPU inference path) or ref (the reference layers).")
+def main(network, resolution, device, impl, **kwargs):
     """Fill the holes of each image once per seed, writing results at the image's original size."""
     from torch_utils.misc import resolve_device
     from training.checkpoint import load_generator
@@ -55,7 +57,7 @@ def main(network, resolution, device, **kwargs):
 
     try:
         dev = resolve_device(device)
-        G = load_generator(network, dev)
+        G = load_generator(network, dev).set_impl(impl)
         if resolution is not None and G.img_resolution != resolution:
             raise UserError(f"--network {network}: the snapshot is {G.img_resolution}x{G.img_resolution}, "
                             f"not the --resolution {resolution} asked for")

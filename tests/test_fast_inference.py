@@ -1,11 +1,13 @@
 """Tests of the fast CPU inference path of the Generator: same numbers as the reference, used when it should be."""
 
+import os
+
 import pytest
 import torch
 
 from torch_utils import cpu_malloc
 from training import fast_inference, networks
-from training.networks import Generator, NetworkInputError
+from training.networks import Discriminator, Generator, NetworkInputError
 
 TOLERANCE = 1e-4  # max abs difference allowed on the composited float32 output
 
@@ -145,3 +147,36 @@ def test_malloc_tuning_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("COMODGAN_MALLOC_DEFAULT", "1")
     assert cpu_malloc._apply() is False
     assert isinstance(cpu_malloc.keep_large_allocations(), bool)
+
+
+def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
+    import numpy as np
+    import PIL.Image
+    from click.testing import CliRunner
+
+    import generate
+    from training.checkpoint import save_snapshot
+
+    G = _generator(32, 128, 16)
+    path = str(tmp_path / "snapshot.pt")
+    D = Discriminator(img_resolution=32, channel_base=128, channel_max=16)
+    save_snapshot(path, {"G_kwargs": G.init_kwargs, "D_kwargs": D.init_kwargs, "G": G.state_dict(),
+                         "G_ema": G.state_dict(), "D": D.state_dict()})
+    rng = np.random.default_rng(0)
+    PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "img.png")
+    hole = np.zeros((32, 32), np.uint8)
+    hole[8:24, 4:20] = 255
+    PIL.Image.fromarray(hole).save(tmp_path / "mask.png")
+    outs = {}
+    for impl in ("fast", "ref"):
+        args = ["--network", path, "--images", tmp_path / "img.png", "--masks", tmp_path / "mask.png", "--seeds", "3",
+                "--outdir", tmp_path / impl, "--device", "cpu", "--impl", impl]
+        result = CliRunner().invoke(generate.main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        (name,) = os.listdir(tmp_path / impl)
+        outs[impl] = np.asarray(PIL.Image.open(tmp_path / impl / name).convert("RGB")).astype(int)
+    assert np.abs(outs["fast"] - outs["ref"]).max() <= 1  # float32 rounding may flip a uint8 level
+    assert np.abs(outs["fast"][8:24, 4:20] - np.asarray(PIL.Image.open(tmp_path / "img.png"))[8:24, 4:20]).max() > 0
+    result = CliRunner().invoke(generate.main, ["--network", path, "--images", str(tmp_path), "--masks", "center",
+                                                "--outdir", str(tmp_path / "x"), "--impl", "fastest"])
+    assert result.exit_code == 2 and "--impl" in result.output
