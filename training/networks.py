@@ -25,6 +25,11 @@ time by `lr_multiplier / sqrt(fan_in)`; biases by `lr_multiplier`. Mixed precisi
 `num_fp16_res` resolutions run in float16 with activations clamped to +-conv_clamp, but only on CUDA; on
 the CPU everything is float32 and unclamped (then the arithmetic is that of the official TF code).
 
+Inference: in eval mode without autograd, on float32 CPU tensors, `Generator.forward` runs
+training.fast_inference (the same arithmetic to float32 rounding, folded gains, channels_last, cached weights;
+about 2.5x faster at 512) instead of the modules below; `G.set_impl('ref')` or `G(..., impl='ref')` keeps these
+reference layers, which training and anything with module hooks always use.
+
 Dropout on the global code: always active in training mode. In eval mode the `dropout` keyword of
 `Generator.forward` chooses; the default is off (deterministic completions). The official TF code applies
 `tf.nn.dropout` unconditionally, i.e. also at inference, which adds randomness to every completion;
