@@ -409,8 +409,11 @@ def test_bias_act_cuda_matches_ref(plugin, dtype, act, channels_last):
     for impl in ("cuda", "ref"):
         xi, bi = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
         outs.append(_grads(lambda t, u, impl=impl: BA.bias_act(t, u, act=act, clamp=1.5, impl=impl), xi, bi))
-    for got, want in zip(*outs):
-        torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
+    for i, (got, want) in enumerate(zip(*outs)):
+        # The double-backward entries (i >= 3) chain two float32 roundings of tanh/exp more: seen 5e-5 relative
+        # on an H100 for tanh, where values and first derivatives agree to 1e-5.
+        tol = TOL[dtype] if i < 3 or dtype != torch.float32 else dict(rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got.float(), want.float(), **tol)
 
 
 @needs_gpu
