@@ -18,7 +18,9 @@ training.fast_inference); `--impl ref` the reference layers.
 """
 
 import ctypes
+import os
 import statistics
+import sys
 import threading
 import time
 
@@ -27,9 +29,11 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dnnlib import UserError
-from torch_utils.misc import resolve_device
-from training.networks import Discriminator, Generator, check_resolution, count_params
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
+
+from dnnlib import UserError  # noqa: E402
+from torch_utils.misc import resolve_device  # noqa: E402
+from training.networks import Discriminator, Generator, check_resolution, count_params  # noqa: E402
 
 
 def _sync(device):

@@ -13,6 +13,7 @@ s/kimg is the median main step plus 1/16 of the extra cost of the R1 step, divid
 Peak memory: torch.cuda.max_memory_allocated on CUDA, the process's peak RSS on the CPU.
 """
 
+import os
 import resource
 import sys
 import time
@@ -20,9 +21,11 @@ import time
 import click
 import torch
 
-from torch_utils.misc import resolve_device
-from training import config, training_loop
-from training.distributed import DistInfo
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
+
+from torch_utils.misc import resolve_device  # noqa: E402
+from training import config, training_loop  # noqa: E402
+from training.distributed import DistInfo  # noqa: E402
 
 
 def _synthetic_batch(c, device, gen):
