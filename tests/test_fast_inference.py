@@ -130,11 +130,39 @@ def test_cached_weights_follow_parameter_changes(g64):
 
 def test_bad_impl_is_a_clear_error(g64):
     img, mask, z = _inputs(1, 64)
-    with pytest.raises(NetworkInputError, match="impl must be one of fast, ref, got 'cuda'"):
+    with pytest.raises(NetworkInputError, match="impl must be one of fast, fast-bf16, ref, got 'cuda'"):
         g64(img, mask, z, impl="cuda")
     with pytest.raises(NetworkInputError, match="impl"):
         g64.set_impl("fastest")
     assert g64.impl == "fast"
+
+
+needs_bf16 = pytest.mark.skipif(not fast_inference.bf16_supported(), reason="CPU without native bfloat16")
+
+
+@needs_bf16
+def test_bf16_path_is_close_to_the_reference_and_keeps_known_pixels(g64, monkeypatch):
+    calls = _spy(monkeypatch)
+    img, mask, z = _inputs(1, 64)
+    with torch.no_grad():
+        ref, ref_raw = g64(img, mask, z, noise_mode="const", impl="ref", return_raw=True)
+        out, raw = g64(img, mask, z, noise_mode="const", impl="fast-bf16", return_raw=True)
+    assert len(calls) == 1 and out.dtype == raw.dtype == torch.float32
+    diff = (raw - ref_raw).abs()
+    # bfloat16 keeps 8 significant bits: ~1-3% of the output's scale after 20 layers (seen: 0.8-2%), not float32's 1e-6.
+    assert diff.mean() <= 0.05 * ref_raw.abs().mean() and diff.max() <= 0.05 * ref_raw.abs().max()
+    assert diff.max() > 1e-3  # it did run in bfloat16
+    known = mask.expand_as(img).bool()
+    assert torch.equal(out[known], img[known])
+
+
+def test_bf16_without_cpu_support_is_a_clear_error(g64, monkeypatch):
+    monkeypatch.setattr(fast_inference, "bf16_supported", lambda: False)
+    img, mask, z = _inputs(1, 64)
+    with torch.no_grad(), pytest.raises(NetworkInputError, match="'fast-bf16' needs a CPU with native bfloat16"):
+        g64(img, mask, z, impl="fast-bf16")
+    with torch.no_grad():
+        g64(img, mask, z, impl="ref")  # the reference does not care
 
 
 def test_summary_still_lists_every_layer(capsys):
@@ -168,7 +196,7 @@ def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
     hole[8:24, 4:20] = 255
     PIL.Image.fromarray(hole).save(tmp_path / "mask.png")
     outs = {}
-    for impl in ("fast", "ref"):
+    for impl in ("fast", "ref") + (("fast-bf16",) if fast_inference.bf16_supported() else ()):
         args = ["--network", path, "--images", tmp_path / "img.png", "--masks", tmp_path / "mask.png", "--seeds", "3",
                 "--outdir", tmp_path / impl, "--device", "cpu", "--impl", impl]
         result = CliRunner().invoke(generate.main, [str(a) for a in args], catch_exceptions=False)
@@ -176,6 +204,8 @@ def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
         (name,) = os.listdir(tmp_path / impl)
         outs[impl] = np.asarray(PIL.Image.open(tmp_path / impl / name).convert("RGB")).astype(int)
     assert np.abs(outs["fast"] - outs["ref"]).max() <= 1  # float32 rounding may flip a uint8 level
+    if "fast-bf16" in outs:
+        assert np.abs(outs["fast-bf16"] - outs["ref"]).mean() < 4  # bfloat16: within a few levels
     assert np.abs(outs["fast"][8:24, 4:20] - np.asarray(PIL.Image.open(tmp_path / "img.png"))[8:24, 4:20]).max() > 0
     result = CliRunner().invoke(generate.main, ["--network", path, "--images", str(tmp_path), "--masks", "center",
                                                 "--outdir", str(tmp_path / "x"), "--impl", "fastest"])
