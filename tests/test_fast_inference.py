@@ -70,6 +70,18 @@ def test_fast_path_matches_the_reference_at_full_width_and_with_dropout():
     assert (fast - no_dropout).abs().max().item() > 1e-3  # dropout did draw a mask on the fast path
 
 
+def test_wide_layers_take_winograd_and_still_match(monkeypatch):
+    from torch_utils.ops import winograd
+
+    calls, real = [], winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    G = _generator(32, 16384, 512, seed=2)
+    img, mask, z = _inputs(1, 32, seed=2)
+    ref, fast = _both(G, img, mask, z, noise_mode="const")
+    assert calls and all(s[1] >= fast_inference.WINOGRAD_MIN_CHANNELS for s in calls)
+    assert (fast - ref).abs().max().item() <= TOLERANCE
+
+
 def _spy(monkeypatch):
     calls = []
     real = fast_inference.synthesize
