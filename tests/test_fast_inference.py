@@ -70,15 +70,18 @@ def test_fast_path_matches_the_reference_at_full_width_and_with_dropout():
     assert (fast - no_dropout).abs().max().item() > 1e-3  # dropout did draw a mask on the fast path
 
 
-def test_wide_layers_take_winograd_and_still_match(monkeypatch):
+@pytest.mark.parametrize("resolution,channel_base,channel_max", [(32, 16384, 512), (64, 8192, 256)])
+def test_wide_layers_take_winograd_and_still_match(monkeypatch, resolution, channel_base, channel_max):
+    # 512 channels up to 32 px: the cached-weight branch; 256 channels at 64 px: the per-call modulated weight.
     from torch_utils.ops import winograd
 
     calls, real = [], winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
-    G = _generator(32, 16384, 512, seed=2)
-    img, mask, z = _inputs(1, 32, seed=2)
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(tuple(a[0].shape[1:3])) or real(*a, **k))
+    G = _generator(resolution, channel_base, channel_max, seed=2)
+    img, mask, z = _inputs(1, resolution, seed=2)
     ref, fast = _both(G, img, mask, z, noise_mode="const")
-    assert calls and all(s[1] >= fast_inference.WINOGRAD_MIN_CHANNELS for s in calls)
+    assert (channel_max, resolution) in calls and (channel_max, 8) in calls
+    assert all(c >= fast_inference.WINOGRAD_MIN_CHANNELS and r >= fast_inference.WINOGRAD_MIN_SIZE for c, r in calls)
     assert (fast - ref).abs().max().item() <= TOLERANCE
 
 

@@ -13,7 +13,7 @@ float32 rounding (tests/test_fast_inference.py checks it); what changes is how i
   shared weight stays fixed, so it is reordered for oneDNN once and cached; demodulation coefficients come from
   cached per-(out, in) squared weight sums, a [N, C_in] x [C_in, C_out] product;
 - the [1, 3, 3, 1] blur as a depthwise (groups = C) convolution in channels_last;
-- Winograd F(4x4, 3x3) for the wide 3x3 convolutions whose weight is cached (512 channels, 8..64 px):
+- Winograd F(4x4, 3x3) for the wide 3x3 stride-1 convolutions (256+ channels, 8..128 px):
   36 instead of 144 multiplies per output tile and channel pair, at ~4x a direct convolution's rounding error;
 - the elementwise tails (noise, leaky ReLU) in place;
 - glibc malloc kept off mmap for big tensors (torch_utils.cpu_malloc), which removes a page fault storm.
@@ -42,9 +42,10 @@ IMPL_HELP = ("Generator implementation: fast (the CPU inference path, float32), 
              "about 3x faster on CPUs with AMX or AVX512-BF16, ~1e-2 from the reference) or ref (the reference "
              "layers).")
 _CL = torch.channels_last
-# Winograd for the 3x3 stride-1 convolutions with a cached weight at >= 512 channels and >= 8 px: measured 1.3-2.6x
-# faster there; narrower layers (128+ px) gain nothing and at 4 px the transforms cost more than they save.
-WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIZE = 512, 8
+# Winograd for the 3x3 stride-1 convolutions at >= 256 channels and >= 8 px: measured 1.3-2.6x faster there (512
+# channels at 8..64 px, 256 at 128 px); 128 channels at 256 px gain nothing, and at 4 px the transforms cost more
+# than they save.
+WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIZE = 256, 8
 _LRELU_GAIN = math.sqrt(2)
 _LRELU_ALPHA = 0.2
 _caches = weakref.WeakKeyDictionary()  # Generator -> {activation dtype: _Cache}
@@ -221,6 +222,8 @@ def synthesis_layer(cache, layer, x, mod, noise_mode):
         x = F.conv_transpose2d(x, wt, stride=2)
         bias = p["b"] if modulate_weight else None
         x = F.conv2d(x, p["blur"], bias, padding=1, groups=x.shape[1])
+    elif modulate_weight and _use_winograd(x, w, layer.padding, 1):
+        x = winograd.conv3x3(x, winograd.transform_weight(w), p["b"])  # per call: ~1 ms at 256 channels
     elif modulate_weight:
         x = F.conv2d(x, w.contiguous(memory_format=_CL), p["b"], padding=layer.padding)
     else:
