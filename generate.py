@@ -37,6 +37,9 @@ def _seeds(ctx, param, value):
               help="Truncation psi (1 = none; lower trades diversity for typicality).")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="Per-layer noise: 'const' is reproducible and batched; 'random' is seeded per seed.")
+@click.option("--dropout/--no-dropout", default=False, show_default=True,
+              help="Keep the global code's dropout on, as the official CoModGAN inference does (more diversity; "
+                   "each seed then runs alone).")
 @click.option("--mask-hole", type=click.Choice(["white", "black"]), default="white", show_default=True,
               help="Which colour marks the hole in mask files.")
 @click.option("--mask-seed", type=click.IntRange(min=0), default=0, show_default=True,

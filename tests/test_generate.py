@@ -202,6 +202,30 @@ def test_random_noise_is_reproducible_per_seed_whatever_the_batch(snapshot):
     assert not np.array_equal(const[0], alone[0])  # random noise really is in play
 
 
+def test_dropout_is_reproducible_per_seed_and_changes_the_fill(snapshot, tmp_path):
+    from training.checkpoint import load_generator
+
+    G = load_generator(snapshot, "cpu")
+    img = _image(32, 32, 2)
+    mask = np.ones((32, 32), np.float32)
+    mask[8:24, 8:24] = 0
+    dev = torch.device("cpu")
+    batched = inpaint_image(G, img, mask, [3, 5], device=dev, dropout=True, batch_size=8)
+    alone = inpaint_image(G, img, mask, [5], device=dev, dropout=True)
+    assert np.array_equal(batched[1], alone[0])
+    plain = inpaint_image(G, img, mask, [5], device=dev)
+    assert not np.array_equal(plain[0], alone[0])  # the dropout mask really is drawn
+    _save(img, tmp_path / "img.png")
+    outs = []
+    for flag in ("--dropout", "--no-dropout"):
+        args = ["--network", snapshot, "--images", tmp_path / "img.png", "--masks", "center", "--seeds", "5",
+                "--outdir", tmp_path / flag, "--device", "cpu", flag]
+        result = _run(args)
+        assert result.exit_code == 0, result.output
+        outs.append(_read(tmp_path / flag / "img-seed0005.png"))
+    assert not np.array_equal(*outs)
+
+
 def test_fit_policy_keeps_every_hole_and_pads_by_reflection():
     rng = np.random.default_rng(0)
     for h, w in [(53, 37), (200, 300), (10, 10), (1, 40)]:

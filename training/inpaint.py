@@ -163,7 +163,7 @@ def paste_back(output, img, mask, p):
 # Running the generator.
 
 
-def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_mode, seed_torch):
+def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_mode, dropout, seed_torch):
     img = torch.from_numpy(canvas).to(device)[None].repeat(len(seeds), 1, 1, 1)
     mask = torch.from_numpy(canvas_mask).to(device)[None].repeat(len(seeds), 1, 1, 1)
     assert_mask_convention(mask, "inpaint mask")
@@ -171,24 +171,27 @@ def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed_torch:
             torch.manual_seed(seeds[0])
-        out = G(img, mask, z=z, truncation_psi=truncation_psi, noise_mode=noise_mode)
+        out = G(img, mask, z=z, truncation_psi=truncation_psi, noise_mode=noise_mode, dropout=dropout)
     return out.float().cpu().numpy()
 
 
-def inpaint_image(G, img, mask, seeds, *, device, truncation_psi=1.0, noise_mode="const", batch_size=8):
+def inpaint_image(G, img, mask, seeds, *, device, truncation_psi=1.0, noise_mode="const", dropout=False,
+                  batch_size=8):
     """Fill the holes of one uint8 [H, W, 3] image (mask float32 [H, W], 1 = known) once per seed.
 
-    Returns one uint8 [H, W, 3] result per seed. With noise_mode 'const' the seeds run batched (the output then
-    depends on z only); with 'random' each seed runs alone under its own torch seed so that results stay
+    Returns one uint8 [H, W, 3] result per seed. With noise_mode 'const' and no dropout the seeds run batched
+    (the output then depends on z only); with noise_mode 'random' or dropout=True (the global code's dropout,
+    on at inference in the official code) each seed runs alone under its own torch seed so that results stay
     reproducible per seed whatever the batch size.
     """
     canvas, canvas_mask, p = fit_to_model(img, mask, G.img_resolution)
-    per_seed_rng = noise_mode == "random"
+    per_seed_rng = noise_mode == "random" or dropout
     step = 1 if per_seed_rng else max(1, int(batch_size))
     results = []
     for i in range(0, len(seeds), step):
         chunk = list(seeds[i : i + step])
-        outs = _run_generator(G, canvas, canvas_mask, chunk, device, truncation_psi, noise_mode, per_seed_rng)
+        outs = _run_generator(G, canvas, canvas_mask, chunk, device, truncation_psi, noise_mode, dropout,
+                              per_seed_rng)
         results.extend(paste_back(o, img, mask, p) for o in outs)
     return results
 
@@ -337,7 +340,7 @@ def run_generate(G, opts, device):
     """Inpaint every image of opts.images with the masks of opts.masks (folder, file or spec) for opts.seeds.
 
     opts: EasyDict(images, masks, seeds, outdir, truncation_psi, noise_mode, mask_hole, mask_seed, grid,
-    batch_size). Per-file problems are collected, not raised; returns EasyDict(written=[paths],
+    batch_size[, dropout]). Per-file problems are collected, not raised; returns EasyDict(written=[paths],
     failures=[(image_path, message)], num_images).
     """
     mask_is_spec = not os.path.exists(opts.masks)
@@ -360,6 +363,7 @@ def run_generate(G, opts, device):
             summary.failures.append((image_path, message))
             continue
         results = inpaint_image(G, img, mask, opts.seeds, device=device, truncation_psi=opts.truncation_psi,
-                                noise_mode=opts.noise_mode, batch_size=opts.batch_size)
+                                noise_mode=opts.noise_mode, dropout=opts.get("dropout", False),
+                                batch_size=opts.batch_size)
         summary.written.extend(_write_results(opts, image_path, img, mask, results, mask_is_spec))
     return summary
