@@ -27,7 +27,7 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from dnnlib import UserError
+from dnnlib import UserError, default_file_mode
 from training.image_io import FileSource, decode_image_rgb, is_image_name
 
 
@@ -85,12 +85,6 @@ def _process(job):
         return None, str(err).replace(f"{name}: ", "") or type(err).__name__, False
 
 
-def _default_mode(directory):
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
 class ArchiveWriter:
     """Writes a dataset zip or folder under a temporary name in the destination's folder; commit() renames it
     into place (atomic for zips), abort() removes it. Nothing half-written ever appears under the final name."""
@@ -108,7 +102,7 @@ class ArchiveWriter:
             self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
         else:
             self.tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
-        os.chmod(self.tmp, _default_mode(directory=not self.is_zip))  # mkstemp/mkdtemp make owner-only files.
+        os.chmod(self.tmp, default_file_mode(directory=not self.is_zip))  # mkstemp/mkdtemp make owner-only files.
         self.names = []
 
     def add(self, name, data):

@@ -41,6 +41,18 @@ def test_roundtrip_weights_only(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+def test_snapshot_gets_the_umask_mode_not_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_snapshot(tmp_path / "a.pt", _payload())
+        os.umask(0o077)
+        save_snapshot(tmp_path / "b.pt", _payload())
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.pt").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "b.pt").st_mode & 0o777 == 0o600
+
+
 def test_missing_truncated_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_snapshot(tmp_path / "nope.pt")

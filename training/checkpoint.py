@@ -9,7 +9,7 @@ import zipfile
 
 import torch
 
-from dnnlib import UserError
+from dnnlib import UserError, default_file_mode
 
 SNAPSHOT_FORMAT = "comodgan-pytorch-snapshot"
 SNAPSHOT_VERSION = 1
@@ -39,6 +39,7 @@ def save_snapshot(path, data):
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp_path, default_file_mode())  # mkstemp makes owner-only files; a snapshot is like any output
         with os.fdopen(fd, "wb") as f:
             torch.save(data, f)
             f.flush()
