@@ -371,14 +371,30 @@ class EncoderBlock(nn.Module):
         self.conv0 = Conv2dLayer(in_channels, in_channels, 3, activation="lrelu")
         self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=2)
 
-    def forward(self, x):
+    def _enter(self, x):
+        """x in the block's dtype, through fromrgb at the top block; returns (x, clamp)."""
         dtype = block_dtype(self.use_fp16, x.device)
         clamp = _clamp_for(dtype, self.conv_clamp)
         x = x.to(dtype)
         if hasattr(self, "fromrgb"):
             x = self.fromrgb(x, clamp=clamp)
+        return x, clamp
+
+    def forward(self, x):
+        x, clamp = self._enter(x)
         feat = self.conv0(x, clamp=clamp)
         return self.conv1(feat, clamp=clamp), feat
+
+
+def _add_down_blocks(module, block_class, log2, img_channels, channel_base, channel_max, num_fp16_res, conv_clamp):
+    """module.b{R}..b8 = block_class(r, nf(r-1) -> nf(r-2)), top first: the encoder's and D's shared layout."""
+    fp16 = fp16_resolutions(log2, num_fp16_res)
+    for r in range(log2, 2, -1):
+        block = block_class(
+            2**r, channels_at(r - 1, channel_base, channel_max), channels_at(r - 2, channel_base, channel_max),
+            img_channels, is_top=(r == log2), use_fp16=(2**r in fp16), conv_clamp=conv_clamp,
+        )
+        setattr(module, f"b{2**r}", block)
 
 
 class EncoderEpilogue(nn.Module):
@@ -405,13 +421,7 @@ class Encoder(nn.Module):
         log2 = check_resolution(img_resolution)
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.code_dim = 2 * channels_at(1, channel_base, channel_max)
-        fp16 = fp16_resolutions(log2, num_fp16_res)
-        for r in range(log2, 2, -1):
-            block = EncoderBlock(
-                2**r, channels_at(r - 1, channel_base, channel_max), channels_at(r - 2, channel_base, channel_max),
-                img_channels, is_top=(r == log2), use_fp16=(2**r in fp16), conv_clamp=conv_clamp,
-            )
-            setattr(self, f"b{2**r}", block)
+        _add_down_blocks(self, EncoderBlock, log2, img_channels, channel_base, channel_max, num_fp16_res, conv_clamp)
         nf1 = channels_at(1, channel_base, channel_max)
         self.b4 = EncoderEpilogue(nf1, nf1, self.code_dim, dropout_rate)
         self.block_resolutions = [2**r for r in range(log2, 1, -1)]
@@ -591,24 +601,16 @@ class Generator(nn.Module):
 # Discriminator.
 
 
-class DiscriminatorBlock(nn.Module):
-    """One resolution r >= 8: [fromrgb], conv 3x3, conv 3x3 stride 2, residual 1x1 stride-2 skip, / sqrt(2)."""
+class DiscriminatorBlock(EncoderBlock):
+    """One resolution r >= 8: the encoder block's layers ([fromrgb], conv 3x3, conv 3x3 stride 2) plus a residual
+    1x1 stride-2 skip, / sqrt(2)."""
 
     def __init__(self, resolution, in_channels, out_channels, img_channels, is_top, use_fp16, conv_clamp):
-        super().__init__()
-        self.resolution, self.use_fp16, self.conv_clamp = resolution, use_fp16, conv_clamp
-        if is_top:
-            self.fromrgb = Conv2dLayer(img_channels + 1, in_channels, 1, activation="lrelu")
-        self.conv0 = Conv2dLayer(in_channels, in_channels, 3, activation="lrelu")
-        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=2)
+        super().__init__(resolution, in_channels, out_channels, img_channels, is_top, use_fp16, conv_clamp)
         self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x):
-        dtype = block_dtype(self.use_fp16, x.device)
-        clamp = _clamp_for(dtype, self.conv_clamp)
-        x = x.to(dtype)
-        if hasattr(self, "fromrgb"):
-            x = self.fromrgb(x, clamp=clamp)
+        x, clamp = self._enter(x)
         gain = math.sqrt(0.5)  # TF: (x + t) / sqrt(2), folded into both branches
         y = self.skip(x, gain=gain, clamp=clamp)
         x = self.conv1(self.conv0(x, clamp=clamp), gain=gain, clamp=clamp)
@@ -652,13 +654,8 @@ class Discriminator(nn.Module):
             mbstd_group_size=mbstd_group_size, mbstd_num_channels=mbstd_num_channels,
         )))
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        fp16 = fp16_resolutions(log2, num_fp16_res)
-        for r in range(log2, 2, -1):
-            block = DiscriminatorBlock(
-                2**r, channels_at(r - 1, channel_base, channel_max), channels_at(r - 2, channel_base, channel_max),
-                img_channels, is_top=(r == log2), use_fp16=(2**r in fp16), conv_clamp=conv_clamp,
-            )
-            setattr(self, f"b{2**r}", block)
+        _add_down_blocks(self, DiscriminatorBlock, log2, img_channels, channel_base, channel_max, num_fp16_res,
+                         conv_clamp)
         nf1 = channels_at(1, channel_base, channel_max)
         self.b4 = DiscriminatorEpilogue(nf1, nf1, channels_at(0, channel_base, channel_max), mbstd_group_size,
                                         mbstd_num_channels)
