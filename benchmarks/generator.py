@@ -8,7 +8,8 @@ Run from the repository root:
 Times are medians over `--repeats` timed runs after `--warmup` untimed ones (wall clock; CUDA is synchronised
 around every run). FLOPs come from torch.utils.flop_counter.FlopCounterMode (matmul/conv only, multiply-add =
 2 FLOPs); they are the network's count, taken on the reference path (the counter's module hooks select it),
-and the fast path runs the same convolutions. Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU
+so GFLOP/s is the direct-convolution count over the time: "effective" for the fast path, whose Winograd layers
+do fewer multiplies (training.fast_inference). Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU
 the peak growth over the process's baseline of glibc malloc's bytes in use (the RSS where mallinfo2 is
 missing; the fast path keeps freed memory mapped, see torch_utils.cpu_malloc, so the RSS stops growing),
 sampled every millisecond by a background thread (an estimate: the interval blurs it by a few MB).
