@@ -2,8 +2,9 @@
 
 Run from the repository root:
 
-    python -m benchmarks.generator                                  # 256 and 512, batch 1 and 4, + train step
-    python -m benchmarks.generator --resolution 512 --batch 1 --no-train --device cpu
+    python benchmarks/generator.py                        # 256 and 512, batch 1 and 4 (+ a train step on CUDA)
+    python benchmarks/generator.py --resolution 512 --batch 1 --device cpu
+    python benchmarks/generator.py --device cpu --train    # also the G+D training step (minutes on a CPU)
 
 Times are medians over `--repeats` timed runs after `--warmup` untimed ones (wall clock; CUDA is synchronised
 around every run). FLOPs come from torch.utils.flop_counter.FlopCounterMode (matmul/conv only, multiply-add =
@@ -221,8 +222,8 @@ def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_b
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs (median).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs first.")
 @click.option("--forward/--no-forward", default=True, show_default=True, help="Time the G forward table.")
-@click.option("--train/--no-train", default=True, show_default=True,
-              help="Also time a G+D training step at 256 (minutes per step on a CPU at full width).")
+@click.option("--train/--no-train", default=None,
+              help="Also time a G+D training step at 256 [default: on CUDA only; minutes per step on a CPU].")
 @click.option("--train-batch", type=click.IntRange(min=1), default=4, show_default=True, help="Batch of the step.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads (CPU).")
 @click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True, help="Model width.")
@@ -236,8 +237,10 @@ def main(device, resolution, batch, repeats, warmup, forward, train, train_batch
         torch.set_num_threads(threads)
     try:
         batches = (list(batch) or [1, 4]) if forward else []
-        run_benchmarks(resolve_device(device), list(resolution) or [256, 512], batches, warmup, repeats, train,
-                       train_batch, channel_base, channel_max, impl)
+        dev = resolve_device(device)
+        train = dev.type == "cuda" if train is None else train
+        run_benchmarks(dev, list(resolution) or [256, 512], batches, warmup, repeats, train, train_batch,
+                       channel_base, channel_max, impl)
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None
