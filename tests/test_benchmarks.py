@@ -1,0 +1,31 @@
+"""Smoke tests of the benchmark scripts at tiny widths: they run and print the figures they promise."""
+
+import re
+
+from click.testing import CliRunner
+
+from benchmarks import generator, train_step
+
+
+def test_generator_benchmark_prints_time_flops_and_params():
+    args = ["--device", "cpu", "--resolution", "32", "--batch", "1", "--batch", "2", "--repeats", "1", "--warmup",
+            "0", "--channel-base", "256", "--channel-max", "16", "--impl", "fast"]
+    result = CliRunner().invoke(generator.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^\s+32\s+(\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", result.output, re.M)
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows)  # GFLOP/img and GFLOP/s
+    assert "G+D training step" not in result.output  # off by default on the CPU
+    assert re.search(r"G at 32: [\d,]+ trainable parameters", result.output)
+
+
+def test_generator_benchmark_rejects_a_bad_resolution():
+    result = CliRunner().invoke(generator.main, ["--device", "cpu", "--resolution", "48"])
+    assert result.exit_code == 2 and "48" in result.output
+
+
+def test_train_step_benchmark_times_the_tiny_preset():
+    result = CliRunner().invoke(train_step.main, ["--cfg", "tiny", "--steps", "1", "--batch", "2", "--batch-gpu", "2"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^tiny\s+cpu\s+32\s+2\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+$", result.output, re.M), result.output
