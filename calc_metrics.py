@@ -19,7 +19,7 @@ import torch
 from dnnlib import EasyDict, UserError
 from metrics import metric_main
 from metrics.baselines import BASELINE_METHODS
-from training.fast_inference import IMPL_HELP, IMPLS
+from training.generator_impls import impl_option
 
 
 def split_mask_specs(values):
@@ -175,8 +175,7 @@ def run(cfg):
               help="Keep the global code's dropout on at inference, as the official CoModGAN evaluation does.")
 @click.option("--device", type=str, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch.")
-@click.option("--impl", type=click.Choice(IMPLS), default="fast", show_default=True,
-              help=IMPL_HELP)
+@impl_option
 @click.option("--cache-dir", type=str, default=None,
               help="Download / real-statistics cache (default $COMODGAN_CACHE_DIR or ~/.cache/comodgan).")
 def main(**kwargs):

@@ -86,7 +86,8 @@ def generate_step(G, data, outdir, opts, device):
     for spec in DEMO_MASKS:
         gen_dir = os.path.join(outdir, "generate", spec)
         gen_opts = EasyDict(images=data.val_dir, masks=spec, seeds=opts.seeds, outdir=gen_dir, truncation_psi=1.0,
-                            noise_mode="const", mask_hole="white", mask_seed=0, grid=True, batch_size=len(opts.seeds))
+                            noise_mode="const", dropout=False, mask_hole="white", mask_seed=0, grid=True,
+                            batch_size=len(opts.seeds))
         summary = run_generate(G, gen_opts, device)
         if summary.failures:
             raise UserError(f"generate on {data.val_dir} failed: {summary.failures[0][1]}")

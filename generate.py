@@ -12,7 +12,7 @@ import sys
 import click
 
 from dnnlib import EasyDict, UserError
-from training.fast_inference import IMPL_HELP, IMPLS
+from training.generator_impls import impl_option
 
 
 def _seeds(ctx, param, value):
@@ -51,8 +51,7 @@ def _seeds(ctx, param, value):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Seeds per forward pass.")
-@click.option("--impl", type=click.Choice(IMPLS), default="fast", show_default=True,
-              help=IMPL_HELP)
+@impl_option
 def main(network, resolution, device, impl, **kwargs):
     """Fill the holes of each image once per seed, writing results at the image's original size."""
     from torch_utils.misc import resolve_device

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from dnnlib import UserError  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
-from training.fast_inference import IMPL_HELP, IMPLS  # noqa: E402
+from training.generator_impls import impl_option  # noqa: E402
 from training.networks import Discriminator, Generator, check_resolution, count_params  # noqa: E402
 
 
@@ -228,8 +228,7 @@ def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_b
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads (CPU).")
 @click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True, help="Model width.")
 @click.option("--channel-max", type=click.IntRange(min=1), default=512, show_default=True, help="Model width cap.")
-@click.option("--impl", type=click.Choice(IMPLS), default="fast", show_default=True,
-              help=IMPL_HELP)
+@impl_option
 def main(device, resolution, batch, repeats, warmup, forward, train, train_batch, threads, channel_base, channel_max,
          impl):
     """Time the CoModGAN generator's forward (per image, batch 1 and 4, at 256 and 512) and a G+D train step."""

@@ -36,11 +36,7 @@ import torch.nn.functional as F
 from torch_utils import cpu_malloc
 from torch_utils.ops import upfirdn2d, winograd
 
-IMPLS = ("fast", "fast-bf16", "ref")
 ACT_DTYPES = {"fast": torch.float32, "fast-bf16": torch.bfloat16}  # activation dtype of each fast impl
-IMPL_HELP = ("Generator implementation: fast (the CPU inference path, float32), fast-bf16 (the same in bfloat16: "
-             "about 3x faster on CPUs with AMX or AVX512-BF16, ~1e-2 from the reference) or ref (the reference "
-             "layers).")
 _CL = torch.channels_last
 # Winograd for the 3x3 stride-1 convolutions at >= 256 channels and >= 8 px: measured 1.3-2.6x faster there (512
 # channels at 8..64 px, 256 at 128 px); 128 channels at 256 px gain nothing, and at 4 px the transforms cost more

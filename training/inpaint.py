@@ -339,8 +339,8 @@ def check_mask_spec(spec, resolution):
 def run_generate(G, opts, device):
     """Inpaint every image of opts.images with the masks of opts.masks (folder, file or spec) for opts.seeds.
 
-    opts: EasyDict(images, masks, seeds, outdir, truncation_psi, noise_mode, mask_hole, mask_seed, grid,
-    batch_size[, dropout]). Per-file problems are collected, not raised; returns EasyDict(written=[paths],
+    opts: EasyDict(images, masks, seeds, outdir, truncation_psi, noise_mode, dropout, mask_hole, mask_seed, grid,
+    batch_size). Per-file problems are collected, not raised; returns EasyDict(written=[paths],
     failures=[(image_path, message)], num_images).
     """
     mask_is_spec = not os.path.exists(opts.masks)
@@ -363,7 +363,7 @@ def run_generate(G, opts, device):
             summary.failures.append((image_path, message))
             continue
         results = inpaint_image(G, img, mask, opts.seeds, device=device, truncation_psi=opts.truncation_psi,
-                                noise_mode=opts.noise_mode, dropout=opts.get("dropout", False),
+                                noise_mode=opts.noise_mode, dropout=opts.dropout,
                                 batch_size=opts.batch_size)
         summary.written.extend(_write_results(opts, image_path, img, mask, results, mask_is_spec))
     return summary

@@ -81,6 +81,7 @@ from torch_utils.ops import bias_act, upfirdn2d
 from torch_utils.ops.conv2d_resample import conv2d_resample
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
 from training import fast_inference
+from training.generator_impls import IMPLS
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 1024
@@ -140,8 +141,8 @@ def _check_constructor_args(img_resolution, img_channels, channel_base, channel_
 
 
 def _check_impl(impl):
-    if impl not in fast_inference.IMPLS:
-        raise NetworkInputError(f"Generator: impl must be one of {', '.join(fast_inference.IMPLS)}, got {impl!r}")
+    if impl not in IMPLS:
+        raise NetworkInputError(f"Generator: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     return impl
 
 
