@@ -17,9 +17,9 @@ import click
 import torch
 
 from dnnlib import EasyDict, UserError
+from inference.impls import impl_option
 from metrics import metric_main
 from metrics.baselines import BASELINE_METHODS
-from training.generator_impls import impl_option
 
 
 def split_mask_specs(values):
@@ -65,7 +65,7 @@ def build_inpainter(cfg, device):
         from metrics.baselines import make_baseline
 
         return make_baseline(cfg.baseline)
-    from training.checkpoint import load_generator
+    from inference.loading import load_generator
 
     return load_generator(cfg.network, device, ema=True).set_impl(cfg.impl)
 

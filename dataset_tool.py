@@ -27,8 +27,8 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
+from data.image_io import FileSource, decode_image_rgb, is_image_name
 from dnnlib import UserError, default_file_mode
-from training.image_io import FileSource, decode_image_rgb, is_image_name
 
 
 def list_source_images(source):

@@ -3,7 +3,7 @@
 write results/demo/report.md and report.html.
 
 Each step calls the same code the user-facing CLIs use (train.py and calc_metrics.py run as subprocesses, exactly
-as a user would run them; inpainting goes through training/inpaint.py, which generate.py wraps).
+as a user would run them; inpainting goes through inference/inpaint.py, which generate.py wraps).
 """
 
 import glob
@@ -46,7 +46,7 @@ def _run_script(args, log_path):
 
 def data_step(outdir, opts):
     """The 100 scikit-image faces -> dataset_tool.py (32x32 RGB zip plus a held-out zip) -> held-out PNG files."""
-    from training.demo_data import export_images, write_face_pngs
+    from demo_lib.faces import export_images, write_face_pngs
 
     data_dir = os.path.join(outdir, "data")
     faces_dir = os.path.join(data_dir, "lfw-faces")
@@ -77,10 +77,10 @@ def train_step(data, outdir, opts):
 def generate_step(G, data, outdir, opts, device):
     """Inpaint every held-out face with each demo mask over the seeds (generate.py's code path, grids on), and
     build one comparison sheet per mask: input | Telea | NS | ours per seed | original."""
+    from data.image_io import read_image_rgb
+    from demo_lib.report import comparison_sheet, save_sheet
+    from inference.user_files import list_images, run_generate, spec_mask_for_image
     from metrics.baselines import make_baseline
-    from training.demo_report import comparison_sheet, save_sheet
-    from training.image_io import read_image_rgb
-    from training.inpaint import list_images, run_generate, spec_mask_for_image
 
     sheets = []
     for spec in DEMO_MASKS:
@@ -143,7 +143,7 @@ def _pix_results(payload, spec, metric):
 
 
 def report_step(outdir, info, results, sheets, opts):
-    from training.demo_report import sheet_header, write_report
+    from demo_lib.report import sheet_header, write_report
 
     header = " | ".join(sheet_header(len(opts.seeds), opts.seeds))
     captions = [(f"Held-out faces, {spec} holes", rel,
@@ -165,9 +165,9 @@ def report_step(outdir, info, results, sheets, opts):
 @click.option("--train-arg", "train_args", multiple=True, help="Extra option passed to train.py (repeatable).")
 def main(**kwargs):
     """Train, inpaint and evaluate on the embedded faces; prints where the report is."""
+    from inference.inpaint import parse_seeds
+    from inference.loading import load_generator
     from torch_utils.misc import resolve_device
-    from training.checkpoint import load_generator
-    from training.inpaint import parse_seeds
 
     opts = EasyDict(kwargs)
     t0 = time.time()

@@ -1,4 +1,4 @@
-"""Command line for diverse inpainting of your own images with a trained snapshot (the work is in training/inpaint.py).
+"""Command line for diverse inpainting of your own images with a trained snapshot (the work is in inference/inpaint.py).
 
 Examples:
 
@@ -12,11 +12,11 @@ import sys
 import click
 
 from dnnlib import EasyDict, UserError
-from training.generator_impls import impl_option
+from inference.impls import impl_option
 
 
 def _seeds(ctx, param, value):
-    from training.inpaint import parse_seeds
+    from inference.inpaint import parse_seeds
 
     try:
         return parse_seeds(value)
@@ -54,9 +54,9 @@ def _seeds(ctx, param, value):
 @impl_option
 def main(network, resolution, device, impl, **kwargs):
     """Fill the holes of each image once per seed, writing results at the image's original size."""
+    from inference.user_files import run_generate
+    from inference.loading import load_generator
     from torch_utils.misc import resolve_device
-    from training.checkpoint import load_generator
-    from training.inpaint import run_generate
 
     try:
         dev = resolve_device(device)

@@ -2,7 +2,7 @@
 
     python legacy.py --source co-mod-gan-ffhq-9-025000.pkl --dest ffhq512.pt
 
-The pickle is read with a restricted unpickler (training/tf_import.py): no code from the file is executed and
+The pickle is read with a restricted unpickler (converters/tf_pickle.py): no code from the file is executed and
 TensorFlow is not needed. The snapshot holds G (from the pickle's G), G_ema (from Gs) and D.
 """
 
@@ -22,8 +22,8 @@ from dnnlib import UserError
 @click.option("--force", is_flag=True, default=False, help="Overwrite --dest if it exists.")
 def main(source, dest, fp16, force):
     """Convert an official CoModGAN TensorFlow pickle (e.g. co-mod-gan-ffhq-9-025000.pkl) to a .pt snapshot."""
+    from converters.tf_pickle import convert_tf_pickle
     from training.checkpoint import save_snapshot
-    from training.tf_import import convert_tf_pickle
 
     try:
         if os.path.exists(dest) and not force:

@@ -1,10 +1,12 @@
-"""Command line for training CoModGAN: parses options and hands them to training.training_loop.launch."""
+"""Command line for training CoModGAN: parses options and hands them, with the metric registry, to
+training.training_loop.launch."""
 
 import sys
 
 import click
 
 from dnnlib import UserError
+from metrics import metric_main
 from training.config import preset_names
 from training.training_loop import TrainingDiverged, launch
 
@@ -55,7 +57,7 @@ def main(dry_run, **opts):
     """Train CoModGAN. One GPU: python train.py --outdir runs --data celebahq.zip --mask center.
     N GPUs: torchrun --nproc_per_node N train.py ... . CPU: add --cfg tiny."""
     try:
-        launch(opts, dry_run=dry_run)
+        launch(opts, dry_run=dry_run, metric_registry=metric_main)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -10,13 +10,13 @@ Times are medians over `--repeats` timed runs after `--warmup` untimed ones (wal
 around every run). FLOPs come from torch.utils.flop_counter.FlopCounterMode (matmul/conv only, multiply-add =
 2 FLOPs); they are the network's count, taken on the reference path (the counter's module hooks select it),
 so GFLOP/s is the direct-convolution count over the time: "effective" for the fast path, whose Winograd layers
-do fewer multiplies (training.fast_inference). Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU
+do fewer multiplies (inference.fast_path). Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU
 the peak growth over the process's baseline of glibc malloc's bytes in use (the RSS where mallinfo2 is
 missing; the fast path keeps freed memory mapped, see torch_utils.cpu_malloc, so the RSS stops growing),
 sampled every millisecond by a background thread (an estimate: the interval blurs it by a few MB).
 
 `--impl fast` (default) times what Generator does by default in eval mode without autograd (on the CPU:
-training.fast_inference); `--impl ref` the reference layers.
+inference.fast_path); `--impl ref` the reference layers.
 """
 
 import ctypes
@@ -34,8 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
 
 from dnnlib import UserError  # noqa: E402
+from inference import fast_path  # noqa: E402
+from inference.impls import impl_option  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
-from training.generator_impls import impl_option  # noqa: E402
 from training.networks import Discriminator, Generator, check_resolution, count_params  # noqa: E402
 
 
@@ -207,6 +208,7 @@ def bench_forward_table(device, resolutions, batches, warmup, repeats, channel_b
     for res in resolutions:
         torch.manual_seed(0)
         G = Generator(img_resolution=res, channel_base=channel_base, channel_max=channel_max).to(device).eval()
+        fast_path.attach(G)
         for batch in batches:
             r = bench_forward(G, res, batch, device, warmup, repeats, impl)
             print(f"{r['res']:>5} {r['batch']:>5} {r['ms_img']:>10.1f} {r['min_ms_img']:>11.1f} "

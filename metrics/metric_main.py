@@ -85,7 +85,7 @@ def pix(opts):
 
 def _check_mask_spec(mask_spec, resolution, seed):
     """Draw item 0's mask now, so a malformed spec fails before any image or detector is loaded."""
-    from training.masks import eval_mask
+    from data.masks import eval_mask
 
     eval_mask(mask_spec, resolution, seed, 0)
 

@@ -14,6 +14,7 @@ import requests
 import torch
 
 from dnnlib import EasyDict, UserError
+from inference import fast_path
 from metrics import constants
 from torch_utils.misc import assert_mask_convention, assert_shape
 
@@ -251,7 +252,7 @@ def broadcast_flag(opts, flag):
 
 def open_eval_dataset(data_path, resolution=None):
     """The validation ImageDataset; a resolution other than the network's is a UserError naming the file."""
-    from training.dataset import ImageDataset
+    from data.dataset import ImageDataset
 
     dataset = ImageDataset(data_path, resolution=resolution)
     if resolution is not None and dataset.resolution != resolution:
@@ -273,9 +274,13 @@ def to_uint8(img):
 
 
 def prepare_inpainter(G):
-    """Evaluate a copy in eval mode if the caller's module is training (do not flip the caller's flags)."""
+    """The generator the metrics run: a copy in eval mode if the caller's module is training (its flags stay as
+    they are), with the fast CPU path attached if it has none, so that the training loop's G_ema and a loaded
+    snapshot in calc_metrics.py compute the same arithmetic (the default impl of inference.load_generator)."""
     if isinstance(G, torch.nn.Module) and G.training:
         G = copy.deepcopy(G).eval()
+    if getattr(G, "fast_path", False) is None:
+        G = fast_path.attach(copy.copy(G))
     return G
 
 
@@ -296,7 +301,7 @@ class EvalItems(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        from training.masks import eval_mask
+        from data.masks import eval_mask
 
         img = np.asarray(self.dataset[i % len(self.dataset)])
         if img.shape[0] == 1:

@@ -74,7 +74,7 @@ def _mean_values(rows):
 def summarize_rows(rows):
     """Flat dict: overall `l1_hole, l1, psnr, ssim, num`, then `<scheme>:<bucket>/<field>` per hole-ratio bucket
     (NVIDIA 0-10%..50-60%, CoModGAN 0-20%..80-100%) and `center/<field>` for items with a center hole."""
-    from training.masks import HOLE_BUCKETS, bucket_label
+    from data.masks import HOLE_BUCKETS, bucket_label
 
     rows = np.asarray(rows, np.float64).reshape(-1, len(ROW_FIELDS))
     results = _mean_values(rows)

@@ -11,9 +11,9 @@ import PIL.Image
 import pytest
 import torch
 
+from data import image_io
+from data.dataset import DatasetError, ImageDataset
 from dnnlib import UserError
-from training import image_io
-from training.dataset import DatasetError, ImageDataset
 
 
 def _png_bytes(arr):

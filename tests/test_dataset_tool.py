@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
-from training.dataset import ImageDataset
-from training.image_io import ImageReadError, decode_image_rgb, read_image_rgb, read_mask_file
+from data.dataset import ImageDataset
+from data.image_io import ImageReadError, decode_image_rgb, read_image_rgb, read_mask_file
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

@@ -9,9 +9,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from data.dataset import ImageDataset
 from dataset_tool import convert_dataset
-from training.dataset import ImageDataset
-from training.demo_data import export_images, load_faces, write_face_pngs
+from demo_lib.faces import export_images, load_faces, write_face_pngs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""generate.py and training/inpaint.py: any-size images, file and spec masks, exact known pixels, seeds, errors."""
+"""generate.py and inference/inpaint.py: any-size images, file and spec masks, exact known pixels, seeds, errors."""
 
 import os
 
@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 import generate
 from dnnlib import UserError
+from inference.fitting import _any_resize, fit_to_model, plan_fit
+from inference.inpaint import inpaint_image, parse_seeds
 from training.checkpoint import save_snapshot
-from training.inpaint import _any_resize, fit_to_model, inpaint_image, parse_seeds, plan_fit
 from training.networks import Discriminator, Generator
 
 SMALL = dict(img_resolution=32, channel_base=128, channel_max=16, num_fp16_res=0)
@@ -188,7 +189,7 @@ def test_fatal_errors_exit_2_without_traceback(snapshot, tmp_path):
 
 
 def test_random_noise_is_reproducible_per_seed_whatever_the_batch(snapshot):
-    from training.checkpoint import load_generator
+    from inference.loading import load_generator
 
     G = load_generator(snapshot, "cpu")
     img = _image(32, 32, 1)
@@ -203,7 +204,7 @@ def test_random_noise_is_reproducible_per_seed_whatever_the_batch(snapshot):
 
 
 def test_dropout_is_reproducible_per_seed_and_changes_the_fill(snapshot, tmp_path):
-    from training.checkpoint import load_generator
+    from inference.loading import load_generator
 
     G = load_generator(snapshot, "cpu")
     img = _image(32, 32, 2)

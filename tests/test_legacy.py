@@ -16,10 +16,11 @@ from tf_pickle_maker import (
     write_official_pickle,
 )
 
+from converters.tf_pickle import TFImportError, convert_tf_pickle, load_tf_pickle
+from inference.loading import load_generator
 from legacy import main as legacy_main
-from training.checkpoint import load_generator, load_snapshot
+from training.checkpoint import load_snapshot
 from training.networks import Discriminator, Generator
-from training.tf_import import TFImportError, convert_tf_pickle, load_tf_pickle
 
 RES = 32
 SMALL = dict(fmap_base=128, fmap_max=16, latent_size=32, dlatent_size=32, mapping_fmaps=32)

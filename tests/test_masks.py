@@ -10,10 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dnnlib import UserError
-from torch_utils.misc import assert_mask_convention
-from training import masks
-from training.masks import (
+from data import masks
+from data.masks import (
     HOLE_BUCKETS,
     MaskSpecError,
     bucket_label,
@@ -22,6 +20,8 @@ from training.masks import (
     make_mask_generator,
     parse_mask_spec,
 )
+from dnnlib import UserError
+from torch_utils.misc import assert_mask_convention
 
 RANDOM_SPECS = [
     "free-form", "free-form:0.2-0.4", "free-form-small", "free-form-large", "mixed:free-form=0.8,center=0.2"]

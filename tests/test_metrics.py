@@ -191,7 +191,7 @@ def _mask_with_hole_ratio(ratio, res=20):
 
 
 def test_buckets_assign_known_masks_and_center_holes():
-    from training.masks import eval_mask
+    from data.masks import eval_mask
 
     real = np.full([3, 20, 20], 50, np.uint8)
     fake = np.full([3, 20, 20], 60, np.uint8)

@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import train
+from inference.loading import load_generator
+from metrics import metric_main
 from training import checkpoint, training_loop
 from training.loss import CoModGANLoss
 from training.training_loop import TrainingDiverged, launch
@@ -83,7 +85,7 @@ def test_train_resume_reproduces_uninterrupted_run(tmp_path, data_zip):
 
     raw = torch.load(full.snapshot, weights_only=True)
     assert raw["progress"]["cur_nimg"] == 12 and raw["progress"]["step"] == 3
-    G = checkpoint.load_generator(full.snapshot, "cpu")
+    G = load_generator(full.snapshot, "cpu")
     assert not G.training and not any(p.requires_grad for p in G.parameters())
 
     # Interrupted after 2 steps, then `--resume latest` with the full length: same counters, same weights.
@@ -108,7 +110,8 @@ def test_train_resume_reproduces_uninterrupted_run(tmp_path, data_zip):
 
 
 def test_resume_from_path_and_metrics_hook(tmp_path, data_zip):
-    first = launch(opts_for(tmp_path, data_zip, kimg=0.004, metrics="pix2"), overrides=MICRO)
+    first = launch(opts_for(tmp_path, data_zip, kimg=0.004, metrics="pix2"), overrides=MICRO,
+                   metric_registry=metric_main)
     lines = open(os.path.join(first.run_dir, "metric-pix2.jsonl")).read().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["snapshot_pkl"] == "network-snapshot-000000.pt"
     # An explicit PATH starts a new run directory; at or past --kimg there is nothing left to do.

@@ -1,6 +1,6 @@
 """Test helper that writes pickles shaped exactly like the official CoModGAN TensorFlow release (G, D, Gs).
 
-The variable names, shapes and creation order are derived here, independently of training/tf_import.py, from
+The variable names, shapes and creation order are derived here, independently of converters/tf_pickle.py, from
 the official build functions (NVlabs-style `training/co_mod_gan.py`: G_main, G_mapping, G_synthesis_co_mod_gan,
 D_co_mod_gan) and the state layout of `dnnlib.tflib.network.Network.__getstate__` (version 4).
 """

@@ -1,1 +1,1 @@
-"""Networks, data, masks, losses and the training loop."""
+"""Networks, losses, snapshots and the training loop (its metric registry is handed in by train.py)."""

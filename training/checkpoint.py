@@ -1,4 +1,4 @@
-"""Training snapshots on disk: atomic writes, weights-only loading with clear errors, and the generator loader."""
+"""Our snapshot format on disk: atomic writes, weights-only loading with clear errors, finding a run's snapshots."""
 
 import os
 import pickle
@@ -77,11 +77,12 @@ def load_snapshot(path, map_location="cpu"):
             warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
             data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot or truncated ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot or truncated "
+                              f"({first_error_line(err)})") from None
     except PermissionError as err:
         raise CheckpointError(f"{path}: cannot read snapshot ({err.strerror})") from None
     except (RuntimeError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt snapshot ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt snapshot ({first_error_line(err)})") from None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot (format {found!r}, "
@@ -95,32 +96,9 @@ def load_snapshot(path, map_location="cpu"):
     return data
 
 
-def _first_line(err):
+def first_error_line(err):
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
-
-
-def load_generator(path, device="cpu", ema=True):
-    """Rebuild the Generator from a snapshot (or an official TF .pkl): eval mode, no gradients, on `device`.
-
-    `ema` picks G_ema over G.
-    """
-    from training.networks import Generator  # Imported here so that reading snapshots never needs the networks.
-
-    device = torch.device(device)
-    if os.fspath(path).lower().endswith(".pkl"):
-        # An official CoModGAN TensorFlow pickle: converted in memory by the restricted importer.
-        from training.tf_import import convert_tf_pickle
-        data = convert_tf_pickle(path)
-    else:
-        data = load_snapshot(path)
-    G = Generator(**data["G_kwargs"])
-    try:
-        G.load_state_dict(data["G_ema" if ema else "G"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: generator weights do not match its G_kwargs ({_first_line(err)})") from None
-    G.eval().requires_grad_(False)
-    return G.to(device)
 
 
 def list_snapshots(run_dir):

@@ -117,10 +117,11 @@ def set_resolution(c, data_resolution):
     c.D_kwargs["img_resolution"] = c.resolution
 
 
-def validate_inputs(c):
-    """Open the dataset(s), build the mask generator and check metric names: every user error, before training."""
-    from training.dataset import ImageDataset
-    from training.masks import make_mask_generator
+def validate_inputs(c, metric_registry=None):
+    """Open the dataset(s), build the mask generator and check metric names against `metric_registry` (see
+    training_loop.launch): every user error, before training."""
+    from data.dataset import ImageDataset
+    from data.masks import make_mask_generator
 
     if not c.data:
         raise UserError("--data: a dataset zip or folder is required")
@@ -135,20 +136,18 @@ def validate_inputs(c):
                             f"(found {len(val)} images at {val.resolution})")
     make_mask_generator(c.mask, c.resolution)
     if c.metrics:
-        _check_metric_names(c.metrics)
+        _check_metric_names(c.metrics, metric_registry)
     return dataset
 
 
-def _check_metric_names(names):
-    try:
-        from metrics import metric_main
-    except ImportError as err:
-        raise UserError(f"--metrics {','.join(names)}: the metrics package is unavailable ({err}); "
-                        f"use --metrics none") from None
-    bad = [name for name in names if not metric_main.is_valid_metric(name)]
+def _check_metric_names(names, registry):
+    if registry is None:
+        raise UserError(f"--metrics {','.join(names)}: no metric registry was given to the training loop; "
+                        f"use --metrics none")
+    bad = [name for name in names if not registry.is_valid_metric(name)]
     if bad:
         raise UserError(f"--metrics: unknown metric(s) {', '.join(bad)}; valid: "
-                        f"{', '.join(metric_main.list_valid_metrics())} or none")
+                        f"{', '.join(registry.list_valid_metrics())} or none")
 
 
 def run_description(c):

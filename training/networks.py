@@ -25,11 +25,12 @@ time by `lr_multiplier / sqrt(fan_in)`; biases by `lr_multiplier`. Mixed precisi
 `num_fp16_res` resolutions run in float16 with activations clamped to +-conv_clamp, but only on CUDA; on
 the CPU everything is float32 and unclamped (then the arithmetic is that of the official TF code).
 
-Inference: in eval mode without autograd, on float32 CPU tensors, `Generator.forward` runs
-training.fast_inference (the same arithmetic to float32 rounding, folded gains, channels_last, cached weights;
-about 2.5x faster at 512) instead of the modules below; `G.set_impl('fast-bf16')` runs that path in bfloat16
-(opt-in, about 3x faster again on CPUs with AMX), `G.set_impl('ref')` or `G(..., impl='ref')` keeps these
-reference layers, which training and anything with module hooks always use.
+Inference: these modules are the reference, what training differentiates. A Generator may also carry a fast
+path (`G.fast_path`, attached by `inference.fast_path.attach(G)`; `inference.load_generator` does it), which
+`Generator.forward` runs instead of the encoder + synthesis modules when the fast path says it applies (eval
+mode, no autograd, float32 CPU tensors, no module hooks). It gives the same arithmetic to float32 rounding.
+`G.set_impl(name)` / `G(..., impl=name)` choose among 'ref' and the fast path's implementations. The fast path
+lives in the inference package, above this one, so it is handed in rather than imported.
 
 Dropout on the global code: always active in training mode. In eval mode the `dropout` keyword of
 `Generator.forward` chooses; the default is off (deterministic completions). The official TF code applies
@@ -80,8 +81,6 @@ from torch_utils.misc import assert_mask_convention
 from torch_utils.ops import bias_act, upfirdn2d
 from torch_utils.ops.conv2d_resample import conv2d_resample
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
-from training import fast_inference
-from training.generator_impls import IMPLS
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 1024
@@ -138,12 +137,6 @@ def _check_constructor_args(img_resolution, img_channels, channel_base, channel_
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest:
             raise NetworkInputError(f"{name}: must be an integer >= {lowest}, got {value!r}")
     return log2
-
-
-def _check_impl(impl):
-    if impl not in IMPLS:
-        raise NetworkInputError(f"Generator: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    return impl
 
 
 def _check_image_and_mask(img, mask, img_channels, img_resolution, who):
@@ -552,18 +545,30 @@ class Generator(nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.encoder = Encoder(img_resolution, img_channels, dropout_rate=dropout_rate, **common)
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, **mapping_kwargs)
-        self.impl = "fast"  # runtime choice, not a constructor argument: checkpoints do not record it
+        # Runtime choices, not constructor arguments: checkpoints record neither.
+        self.fast_path = None  # an inference backend with IMPLS, eligible(), synthesize(); None = reference only
+        self.impl = "ref"
+
+    def impl_names(self):
+        """The implementations this Generator can run: 'ref' plus those of its fast path, if one is attached."""
+        return ("ref",) + (tuple(self.fast_path.IMPLS) if self.fast_path is not None else ())
+
+    def _check_impl(self, impl):
+        if impl not in self.impl_names():
+            hint = "" if self.fast_path is not None else (" (the fast paths need inference.fast_path.attach(G); "
+                                                          "inference.load_generator attaches it)")
+            raise NetworkInputError(f"Generator: impl must be one of {', '.join(self.impl_names())}, got "
+                                    f"{impl!r}{hint}")
+        return impl
 
     def set_impl(self, impl):
-        """Choose the inference implementation: 'fast' (default), 'fast-bf16' or 'ref'; returns self.
+        """Choose the inference implementation, 'ref' or one of the attached fast path's; returns self.
 
-        'fast' runs training.fast_inference (same numbers to float32 rounding, several times faster) whenever
-        it applies: eval mode, no autograd, float32 CPU tensors, no module hooks. 'fast-bf16' is the same path
-        in bfloat16 (about 3x faster again on CPUs with AMX or AVX512-BF16; differs from the reference by about
-        1e-2). Otherwise, and always with 'ref', the forward runs the layers' own modules (the reference, what
-        training differentiates).
+        A fast implementation runs whenever its path applies (see inference.fast_path: eval mode, no autograd,
+        float32 CPU tensors, no module hooks); otherwise, and always with 'ref', the forward runs the layers'
+        own modules (the reference, what training differentiates).
         """
-        self.impl = _check_impl(impl)
+        self.impl = self._check_impl(impl)
         return self
 
     def forward(self, img, mask, z=None, ws=None, truncation_psi=1, truncation_cutoff=None, noise_mode="random",
@@ -572,11 +577,11 @@ class Generator(nn.Module):
 
         Exactly one of z [N, z_dim] / ws [N, num_ws, w_dim]; truncation and update_emas apply to z (ws are used
         as given, e.g. after style mixing by the caller). `dropout`: None = on in training mode, off in eval
-        mode; True/False forces it (True reproduces the official inference). `impl`: 'fast' / 'fast-bf16' /
-        'ref' for this call, None = `self.impl` (see set_impl). Returns the composite, or (composite, raw) with
+        mode; True/False forces it (True reproduces the official inference). `impl`: one of `impl_names()`
+        for this call, None = `self.impl` (see set_impl). Returns the composite, or (composite, raw) with
         return_raw=True.
         """
-        impl = self.impl if impl is None else _check_impl(impl)
+        impl = self.impl if impl is None else self._check_impl(impl)
         _check_image_and_mask(img, mask, self.img_channels, self.img_resolution, "Generator")
         if (z is None) == (ws is None):
             raise NetworkInputError("Generator: pass exactly one of z and ws")
@@ -586,11 +591,8 @@ class Generator(nn.Module):
         if ws.shape[0] != img.shape[0]:
             raise NetworkInputError(f"Generator: {ws.shape[0]} latents for a batch of {img.shape[0]} images")
         dropout = self.training if dropout is None else bool(dropout)
-        if fast_inference.eligible(self, img, impl):
-            if impl == "fast-bf16" and not fast_inference.bf16_supported():
-                raise NetworkInputError("Generator: impl 'fast-bf16' needs a CPU with native bfloat16 (AVX512-BF16 "
-                                        "or AMX) and this one has none; use 'fast'")
-            raw = fast_inference.synthesize(self, img, mask, ws, noise_mode, dropout, impl)
+        if impl != "ref" and self.fast_path.eligible(self, img, impl):
+            raw = self.fast_path.synthesize(self, img, mask, ws, noise_mode, dropout, impl)
         else:
             code, feats = self.encoder(img, mask, dropout=dropout)
             raw = self.synthesis(ws, code, feats, noise_mode=noise_mode).to(img.dtype)

@@ -163,7 +163,7 @@ class InpaintingData(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item):
-        from training.masks import make_mask_generator
+        from data.masks import make_mask_generator
 
         idx, flip, mask_seed = item
         if self._gen is None:  # built lazily: in a worker process, not pickled from the parent
@@ -358,7 +358,7 @@ def check_params_finite(state, where, last_snapshot):
 
 def grid_inputs(c, dataset, info):
     """Fixed images, evaluation masks and z for the grids (same for every snapshot of the run)."""
-    from training.masks import eval_mask
+    from data.masks import eval_mask
 
     n = c.grid[0] * c.grid[1]
     rng = np.random.default_rng(c.seed)
@@ -431,9 +431,8 @@ def tick_line(record):
     return "  ".join(parts)
 
 
-def run_metrics(c, state, info, log, snapshot_path):
-    from metrics import metric_main
-
+def run_metrics(c, state, info, log, snapshot_path, metric_main):
+    """Evaluate c.metrics on G_ema with `metric_main` (the registry launch() was given)."""
     for metric in c.metrics:
         result = metric_main.calc_metric(metric, G=state.G_ema, data_path=c.data_val or c.data, mask_spec=c.mask,
                                          device=info.device, seed=c.seed, rank=info.rank,
@@ -450,8 +449,10 @@ def run_metrics(c, state, info, log, snapshot_path):
 # Entry point.
 
 
-def training_loop(c, info, dataset, run_dir, resume_data=None):
-    """Train until c.kimg thousand images; returns EasyDict(run_dir, snapshot (last path), state)."""
+def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+    """Train until c.kimg thousand images; returns EasyDict(run_dir, snapshot (last path), state).
+
+    `metric_registry` (see launch) evaluates c.metrics at every snapshot."""
     log = RunLog(run_dir, info.is_main)
     state = build_state(c, info)
     last_snapshot = None
@@ -482,7 +483,8 @@ def training_loop(c, info, dataset, run_dir, resume_data=None):
             done = state.cur_nimg >= c.kimg * 1000
             if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + c.tick_kimg * 1000:
                 continue
-            last_snapshot = end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot)
+            last_snapshot = end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot,
+                                        metric_registry)
             tick_stats = {}
             if done:
                 break
@@ -492,7 +494,7 @@ def training_loop(c, info, dataset, run_dir, resume_data=None):
     return EasyDict(run_dir=run_dir, snapshot=last_snapshot, state=state)
 
 
-def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot):
+def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot, metric_registry=None):
     """Report the tick; on snapshot ticks write grids, the snapshot and metrics. Returns the last snapshot."""
     check_params_finite(state, "after tick", last_snapshot)
     record = tick_record(c, state, tick_stats, timing)
@@ -512,7 +514,7 @@ def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_s
         distributed.barrier()
         last_snapshot = path
         if c.metrics:
-            run_metrics(c, state, info, log, path)
+            run_metrics(c, state, info, log, path, metric_registry)
     timing.tick_start = time.time()
     return last_snapshot
 
@@ -531,7 +533,7 @@ def drop_stats_after(run_dir, kimg):
             f.writelines(kept)
 
 
-def run(c, info, dataset, run_dir, resume_data=None):
+def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
     """Write training_options.json (rank 0) and train. Flushes stdout so the last lines are not lost."""
     if info.is_main:
         os.makedirs(run_dir, exist_ok=True)
@@ -541,16 +543,19 @@ def run(c, info, dataset, run_dir, resume_data=None):
             json.dump(_plain(c), f, indent=2, sort_keys=True)
     distributed.barrier()
     try:
-        return training_loop(c, info, dataset, run_dir, resume_data)
+        return training_loop(c, info, dataset, run_dir, resume_data, metric_registry)
     finally:
         sys.stdout.flush()
 
 
-def launch(opts, dry_run=False, overrides=None):
+def launch(opts, dry_run=False, overrides=None, metric_registry=None):
     """Everything train.py does after parsing: join the process group, resolve and validate the config
     (every user error surfaces here, before training), pick the run directory, then train or print.
 
     `overrides` replaces resolved config entries (tests and benchmarks use it for very small networks).
+    `metric_registry` is what --metrics needs: an object with is_valid_metric(name), list_valid_metrics(),
+    calc_metric(name, **kwargs) and report_metric(result, ...), i.e. metrics.metric_main, which train.py hands in
+    (the metrics package sits above this one and is not imported from here).
     Returns None for a dry run, else EasyDict(run_dir, snapshot, state) of this process.
     """
     from torch_utils.misc import resolve_device
@@ -562,7 +567,7 @@ def launch(opts, dry_run=False, overrides=None):
     try:
         c = config.build_config(opts, world_size=info.world_size, overrides=overrides)
         c.device = str(info.device)
-        dataset = config.validate_inputs(c)
+        dataset = config.validate_inputs(c, metric_registry)
         run_dir, resume_path = resolve_run(c, config.run_description(c))
         run_dir, resume_path = distributed.broadcast_object((run_dir, resume_path))
         resume_data = check_resume(c, resume_path) if resume_path else None
@@ -571,6 +576,6 @@ def launch(opts, dry_run=False, overrides=None):
             if info.is_main:
                 print(config.to_json(c))
             return None
-        return run(c, info, dataset, run_dir, resume_data)
+        return run(c, info, dataset, run_dir, resume_data, metric_registry)
     finally:
         distributed.shutdown()

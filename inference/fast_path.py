@@ -1,9 +1,10 @@
 """The inference-only CPU forward of the CoModGAN Generator: the reference layers' arithmetic in fewer passes.
 
-`training.networks.Generator` calls `synthesize()` instead of its encoder + synthesis modules when `eligible()`:
-eval mode, no autograd (torch.no_grad / inference_mode), float32 CPU tensors, `impl='fast'` (the default) and
+`attach(G)` hands this path to a `training.networks.Generator` (`inference.load_generator` does it, with impl
+'fast' as the default). G then calls `synthesize()` instead of its encoder + synthesis modules when `eligible()`:
+eval mode, no autograd (torch.no_grad / inference_mode), float32 CPU tensors, impl 'fast' or 'fast-bf16', and
 no module hooks (hooks must see every layer, so they get the reference). The result equals the reference to
-float32 rounding (tests/test_fast_inference.py checks it); what changes is how it is computed:
+float32 rounding (tests/test_inference_fast_path.py checks it); what changes is how it is computed:
 
 - channels_last activations end to end (oneDNN's fast convolution layout on CPU);
 - equalized-lr gains, the lrelu gain sqrt(2) (lrelu(x) * g = lrelu(g * x) for g > 0) and the upsampling gain 4
@@ -33,6 +34,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from dnnlib import UserError
 from torch_utils import cpu_malloc
 from torch_utils.ops import upfirdn2d, winograd
 
@@ -45,6 +47,32 @@ WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIZE = 256, 8
 _LRELU_GAIN = math.sqrt(2)
 _LRELU_ALPHA = 0.2
 _caches = weakref.WeakKeyDictionary()  # Generator -> {activation dtype: _Cache}
+
+
+class FastPathError(UserError, ValueError):
+    """A fast implementation was asked for where it cannot run (fast-bf16 on a CPU without bfloat16)."""
+
+
+class FastPath:
+    """The backend a Generator holds in `G.fast_path`: stateless (the caches are keyed by G), so a deepcopy of G
+    (the EMA copy, a metric's eval copy) shares it safely."""
+
+    IMPLS = tuple(ACT_DTYPES)
+
+    def eligible(self, G, img, impl):
+        return eligible(G, img, impl)
+
+    def synthesize(self, G, img, mask, ws, noise_mode, dropout, impl):
+        if impl == "fast-bf16" and not bf16_supported():
+            raise FastPathError("Generator: impl 'fast-bf16' needs a CPU with native bfloat16 (AVX512-BF16 or AMX) "
+                                "and this one has none; use 'fast'")
+        return synthesize(G, img, mask, ws, noise_mode, dropout, impl)
+
+
+def attach(G, impl="fast"):
+    """Give Generator G this fast path and make `impl` its default ('fast', 'fast-bf16' or 'ref'); returns G."""
+    G.fast_path = FastPath()
+    return G.set_impl(impl)
 
 
 def eligible(G, img, impl):

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from data.image_io import FileSource, decode_mask, is_image_name
 from dnnlib import UserError
-from training.image_io import FileSource, decode_mask, is_image_name
 
 # Hole-ratio buckets of the two evaluation protocols: NVIDIA (Liu et al. 2018) and CoModGAN (-h0 .. -h4).
 HOLE_BUCKETS = {
@@ -404,7 +404,7 @@ def eval_mask(spec, resolution, seed, index):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Command line: python -m training.masks --spec free-form --resolution 256 --count 1000 --out DIR
+# Command line: python -m data.masks --spec free-form --resolution 256 --count 1000 --out DIR
 
 
 def bucket_histogram(ratios, scheme):

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import PIL.Image
 
-from training.dataset import ImageDataset
+from data.dataset import ImageDataset
 
 NUM_FACES = 100  # lfw_subset holds 200 images: the first 100 are faces, the rest are not.
 

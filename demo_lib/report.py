@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from training.inpaint import make_grid, save_png, show_hole
+from inference.pictures import make_grid, save_png, show_hole
 
 METRIC_COLUMNS = (  # (key in the pix results, header, format, better)
     ("l1_hole", "L1 in hole", "{:.4f}", "lower"),

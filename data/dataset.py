@@ -15,8 +15,8 @@ import os
 import numpy as np
 import PIL.Image
 
+from data.image_io import FileSource, ImageReadError, decode_png_fast
 from dnnlib import UserError
-from training.image_io import FileSource, ImageReadError, decode_png_fast
 
 
 class DatasetError(UserError):

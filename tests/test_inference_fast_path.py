@@ -1,12 +1,14 @@
 """Tests of the fast CPU inference path of the Generator: same numbers as the reference, used when it should be."""
 
+import copy
 import os
 
 import pytest
 import torch
 
+from inference import fast_path
 from torch_utils import cpu_malloc
-from training import fast_inference, networks
+from training import networks
 from training.networks import Discriminator, Generator, NetworkInputError
 
 TOLERANCE = 1e-4  # max abs difference allowed on the composited float32 output
@@ -16,6 +18,7 @@ def _generator(resolution, channel_base, channel_max, seed=0):
     """An eval-mode G whose biases and noise strengths are non-zero, so that every term is exercised."""
     torch.manual_seed(seed)
     G = Generator(img_resolution=resolution, channel_base=channel_base, channel_max=channel_max).eval()
+    fast_path.attach(G)
     with torch.no_grad():
         for name, p in G.named_parameters():
             if name.endswith("bias") or name.endswith("noise_strength"):
@@ -81,19 +84,19 @@ def test_wide_layers_take_winograd_and_still_match(monkeypatch, resolution, chan
     img, mask, z = _inputs(1, resolution, seed=2)
     ref, fast = _both(G, img, mask, z, noise_mode="const")
     assert (channel_max, resolution) in calls and (channel_max, 8) in calls
-    assert all(c >= fast_inference.WINOGRAD_MIN_CHANNELS and r >= fast_inference.WINOGRAD_MIN_SIZE for c, r in calls)
+    assert all(c >= fast_path.WINOGRAD_MIN_CHANNELS and r >= fast_path.WINOGRAD_MIN_SIZE for c, r in calls)
     assert (fast - ref).abs().max().item() <= TOLERANCE
 
 
 def _spy(monkeypatch):
     calls = []
-    real = fast_inference.synthesize
+    real = fast_path.synthesize
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fast_inference, "synthesize", spy)
+    monkeypatch.setattr(fast_path, "synthesize", spy)
     return calls
 
 
@@ -145,14 +148,14 @@ def test_cached_weights_follow_parameter_changes(g64):
 
 def test_bad_impl_is_a_clear_error(g64):
     img, mask, z = _inputs(1, 64)
-    with pytest.raises(NetworkInputError, match="impl must be one of fast, fast-bf16, ref, got 'cuda'"):
+    with pytest.raises(NetworkInputError, match="impl must be one of ref, fast, fast-bf16, got 'cuda'"):
         g64(img, mask, z, impl="cuda")
     with pytest.raises(NetworkInputError, match="impl"):
         g64.set_impl("fastest")
     assert g64.impl == "fast"
 
 
-needs_bf16 = pytest.mark.skipif(not fast_inference.bf16_supported(), reason="CPU without native bfloat16")
+needs_bf16 = pytest.mark.skipif(not fast_path.bf16_supported(), reason="CPU without native bfloat16")
 
 
 @needs_bf16
@@ -172,12 +175,28 @@ def test_bf16_path_is_close_to_the_reference_and_keeps_known_pixels(g64, monkeyp
 
 
 def test_bf16_without_cpu_support_is_a_clear_error(g64, monkeypatch):
-    monkeypatch.setattr(fast_inference, "bf16_supported", lambda: False)
+    monkeypatch.setattr(fast_path, "bf16_supported", lambda: False)
     img, mask, z = _inputs(1, 64)
-    with torch.no_grad(), pytest.raises(NetworkInputError, match="'fast-bf16' needs a CPU with native bfloat16"):
+    with torch.no_grad(), pytest.raises(fast_path.FastPathError, match="'fast-bf16' needs a CPU with native bfloat16"):
         g64(img, mask, z, impl="fast-bf16")
     with torch.no_grad():
         g64(img, mask, z, impl="ref")  # the reference does not care
+
+
+def test_a_plain_generator_runs_the_reference_until_the_fast_path_is_attached(monkeypatch):
+    calls = _spy(monkeypatch)
+    G = Generator(img_resolution=32, channel_base=128, channel_max=16).eval()
+    img, mask, z = _inputs(1, 32)
+    assert G.impl == "ref" and G.impl_names() == ("ref",)
+    with pytest.raises(NetworkInputError, match="inference.fast_path.attach"):
+        G.set_impl("fast")
+    with torch.no_grad():
+        ref = G(img, mask, z, noise_mode="const")
+        assert not calls
+        fast = fast_path.attach(G)(img, mask, z, noise_mode="const")
+    assert len(calls) == 1 and G.impl == "fast"
+    assert (fast - ref).abs().max().item() <= TOLERANCE
+    assert copy.deepcopy(G).fast_path is not None  # the EMA copy and metric copies keep it
 
 
 def test_summary_still_lists_every_layer(capsys):
@@ -211,7 +230,7 @@ def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
     hole[8:24, 4:20] = 255
     PIL.Image.fromarray(hole).save(tmp_path / "mask.png")
     outs = {}
-    for impl in ("fast", "ref") + (("fast-bf16",) if fast_inference.bf16_supported() else ()):
+    for impl in ("fast", "ref") + (("fast-bf16",) if fast_path.bf16_supported() else ()):
         args = ["--network", path, "--images", tmp_path / "img.png", "--masks", tmp_path / "mask.png", "--seeds", "3",
                 "--outdir", tmp_path / impl, "--device", "cpu", "--impl", impl]
         result = CliRunner().invoke(generate.main, [str(a) for a in args], catch_exceptions=False)

@@ -1,0 +1,83 @@
+"""Filling the holes of one image over several seeds: the seeds' latents, batching, and the generator call
+between fitting the image to the model and pasting the result back (inference.fitting).
+
+Each seed gives its own latent z = np.random.RandomState(seed).randn(z_dim) (the stylegan2-ada convention);
+with noise_mode 'random' (and any other randomness inside G, such as dropout on the global code) the torch RNG
+is also seeded per seed, so a result depends on the seed only, never on the batch it ran in.
+"""
+
+import re
+
+import numpy as np
+import torch
+
+from dnnlib import UserError
+from inference.fitting import fit_to_model, paste_back
+from torch_utils.misc import assert_mask_convention
+
+
+class InpaintError(UserError):
+    """A problem with one input file (unreadable image, mask of the wrong size, mask without a hole...)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Seeds.
+
+
+def parse_seeds(text):
+    """'0-7' -> [0..7]; '1,3,10-12' -> [1, 3, 10, 11, 12]. Raises UserError naming --seeds on bad input."""
+    seeds = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise UserError(f"--seeds {text!r}: '{part}' is not a number or a range like 0-7")
+        lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+        if hi < lo:
+            raise UserError(f"--seeds {text!r}: range '{part}' goes backwards")
+        seeds.extend(range(lo, hi + 1))
+    if not seeds:
+        raise UserError(f"--seeds {text!r}: no seeds given")
+    return seeds
+
+
+def seed_to_z(seed, z_dim):
+    """The latent of one seed: float32 [z_dim], independent of batching and of the device."""
+    return np.random.RandomState(seed).randn(z_dim).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running the generator.
+
+
+def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_mode, dropout, seed_torch):
+    img = torch.from_numpy(canvas).to(device)[None].repeat(len(seeds), 1, 1, 1)
+    mask = torch.from_numpy(canvas_mask).to(device)[None].repeat(len(seeds), 1, 1, 1)
+    assert_mask_convention(mask, "inpaint mask")
+    z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in seeds])).to(device)
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed_torch:
+            torch.manual_seed(seeds[0])
+        out = G(img, mask, z=z, truncation_psi=truncation_psi, noise_mode=noise_mode, dropout=dropout)
+    return out.float().cpu().numpy()
+
+
+def inpaint_image(G, img, mask, seeds, *, device, truncation_psi=1.0, noise_mode="const", dropout=False,
+                  batch_size=8):
+    """Fill the holes of one uint8 [H, W, 3] image (mask float32 [H, W], 1 = known) once per seed.
+
+    Returns one uint8 [H, W, 3] result per seed. With noise_mode 'const' and no dropout the seeds run batched
+    (the output then depends on z only); with noise_mode 'random' or dropout=True (the global code's dropout,
+    on at inference in the official code) each seed runs alone under its own torch seed so that results stay
+    reproducible per seed whatever the batch size.
+    """
+    canvas, canvas_mask, p = fit_to_model(img, mask, G.img_resolution)
+    per_seed_rng = noise_mode == "random" or dropout
+    step = 1 if per_seed_rng else max(1, int(batch_size))
+    results = []
+    for i in range(0, len(seeds), step):
+        chunk = list(seeds[i : i + step])
+        outs = _run_generator(G, canvas, canvas_mask, chunk, device, truncation_psi, noise_mode, dropout,
+                              per_seed_rng)
+        results.extend(paste_back(o, img, mask, p) for o in outs)
+    return results
