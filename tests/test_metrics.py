@@ -27,19 +27,20 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated
 
 
 class TinyDetector(torch.nn.Module):
-    """Inception's calling convention at toy size: uint8 [N, 3, H, W] in, resized internally, 32-d features."""
+    """Inception's calling convention at toy size: uint8 [N, 3, H, W] in, resized internally, 4-d features (so that
+    P-/U-IDS accept validation sets of 4 images and more)."""
 
     def __init__(self):
         super().__init__()
         gen = torch.Generator().manual_seed(0)
-        self.weight = torch.nn.Parameter(torch.randn([8, 3, 3, 3], generator=gen) * 0.5)
-        self.fc = torch.nn.Parameter(torch.randn([10, 32], generator=gen))
+        self.weight = torch.nn.Parameter(torch.randn([4, 3, 3, 3], generator=gen) * 0.5)
+        self.fc = torch.nn.Parameter(torch.randn([10, 4], generator=gen))
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         x = img.to(torch.float32) / 127.5 - 1
         x = F.interpolate(x, size=[16, 16], mode="bilinear", align_corners=False)
         x = torch.tanh(F.conv2d(x, self.weight, stride=2, padding=1))
-        feats = F.adaptive_avg_pool2d(x, 2).flatten(1)
+        feats = F.adaptive_avg_pool2d(x, 1).flatten(1)
         if return_features:
             return feats
         return torch.softmax(feats @ self.fc.t(), dim=1)
@@ -221,7 +222,7 @@ def test_detector_loads_and_bad_files_give_clear_errors(tmp_path, tiny_detector,
     module, detector_id = metric_utils.load_detector(tiny_detector, "cpu")
     assert detector_id.startswith("tiny-detector-")
     feats = metric_utils.detector_features(module, torch.zeros([2, 3, 24, 24], dtype=torch.uint8))
-    assert feats.shape == (2, 32)
+    assert feats.shape == (2, 4)
     monkeypatch.setenv("COMODGAN_DETECTOR", tiny_detector)
     assert metric_utils.load_detector(None, "cpu")[0] is module
     corrupt = tmp_path / "inception-2015-12-05.pt"
