@@ -201,7 +201,7 @@ def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
 
 def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
     """Inpaint items 0..N-1 of protocol `spec` with `method` once (N: the largest metric count) and compute every
-    metric of `plan` on its share of them. Rank 0 returns EasyDict(values, rows, hole_ratio, sheet); others None.
+    metric of `plan` on its share of them. Rank 0 returns EasyDict(figures, rows, hole_ratio, sheet); others None.
     rows: the per-item pixel rows (pixel_metrics.ROW_FIELDS) of the largest pix count, for the hole-ratio plot.
     sheet: {item: fake uint8 [H, W, 3]} for items < sheet_count."""
     num_items = max(count for _kind, count in plan.values())
@@ -239,7 +239,7 @@ def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
         return None
     pix_rows = pix_rows.reshape(-1, len(pixel_metrics.ROW_FIELDS))
     values = _pass_values(plan, pix_rows, fake_feats if n_feat else None, real_feats, real_stats)
-    return EasyDict(values=values, rows=pix_rows, hole_ratio=float(ratios.mean()) if ratios.size else float("nan"),
+    return EasyDict(figures=values, rows=pix_rows, hole_ratio=float(ratios.mean()) if ratios.size else float("nan"),
                     sheet=sheet)
 
 
@@ -298,7 +298,7 @@ def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, dete
             out = evaluate_pass(opts, method, spec, plan, module, real_stats, min(sheet_count, len(dataset)))
             if rank != 0:
                 continue
-            results.setdefault(method.key, {})[spec] = out.values
+            results.setdefault(method.key, {})[spec] = out.figures
             rows.setdefault(method.key, {})[spec] = out.rows
             ratios[spec] = out.hole_ratio
             sheets[spec]["fakes"][method.key] = out.sheet
