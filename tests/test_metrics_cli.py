@@ -49,7 +49,8 @@ def test_cli_baseline_telea_end_to_end(files, tmp_path):
 
 def test_cli_errors_exit_2_with_a_message(files, tmp_path):
     cases = [
-        (["--baseline", "telea", "--network", files["detector"]], "exactly one of --network"),
+        (["--baseline", "telea", "--network", files["detector"]], "give --outdir"),
+        (["--baseline", "telea,fmm"], "--baseline fmm: unknown method (choose from telea, ns, patchmatch"),
         (["--baseline", "telea", "--metrics", "fud10k"], "unknown metric 'fud10k'"),
         (["--baseline", "telea", "--mask", "squiggle"], "squiggle"),
         (["--network", tmp_path / "missing.pt"], "missing.pt: no such file"),
