@@ -20,8 +20,6 @@ from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
 from metrics import metric_main, metric_utils, pixel_metrics
-from metrics.frechet_inception_distance import fid_from_features, fid_from_stats
-from metrics.inception_discriminative_score import check_ids_size, ids_from_features
 
 DETECTOR_KINDS = ("fid", "ids")  # metric kinds that need the Inception detector
 HOLE_PLOT_SCHEME = "nvidia"  # holes.png x axis: NVIDIA's 10% buckets (0-60%) resolve small and large masks alike
@@ -127,6 +125,8 @@ def prepare_detector(opts, plan, num_images, detector_explicit):
     public URL) failing turns FID/IDS off with a note in the table, so that an offline pixel comparison still runs.
     The IDS size check needs the feature width, so it runs here too, before any inpainting.
     """
+    from metrics.inception_discriminative_score import check_ids_size
+
     wanted = sorted({kind for kind, _n in plan.values() if kind in DETECTOR_KINDS})
     if not wanted:
         return None, EasyDict(available=False, note="FID and P-IDS/U-IDS not requested (--metrics)")
@@ -182,6 +182,9 @@ def _gather_objects(opts, obj):
 
 def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
     """The named values of one pass, as calc_metric would name them."""
+    from metrics.frechet_inception_distance import fid_from_features, fid_from_stats
+    from metrics.inception_discriminative_score import ids_from_features
+
     values = {}
     for name, (kind, count) in plan.items():
         if kind == "pix":
