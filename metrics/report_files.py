@@ -93,7 +93,7 @@ def table_notes(record):
     return notes
 
 
-def _fmt(value, fmt, scale):
+def format_value(value, fmt, scale):
     return "n/a" if value is None else fmt.format(value * scale)
 
 
@@ -106,7 +106,7 @@ def markdown_table(record):
         cells = []
         for c, value in enumerate(values):
             _spec, _key, _h, fmt, _b, scale = tab["columns"][c]
-            text = _fmt(value, fmt, scale)
+            text = format_value(value, fmt, scale)
             cells.append(f"**{text}**" if r in tab["best"][c] else text)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
