@@ -215,7 +215,8 @@ def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
     pix, fake_f, real_f, ratios = _Collector(), _Collector(), _Collector(), _Collector()
     sheet = {}
     share = len(metric_utils.rank_indices(num_items, opts.rank, opts.num_gpus))
-    bar = tqdm(total=share, desc=f"{method.label} | {spec}", unit="img", file=sys.stderr, leave=True,
+    tag = f"{method.label} | {spec}" + (f" (rank 0 of {opts.num_gpus})" if opts.num_gpus > 1 else "")
+    bar = tqdm(total=share, desc=tag, unit="img", file=sys.stderr, leave=True,
                disable=not opts.progress or opts.rank != 0, dynamic_ncols=True)
     for pairs in metric_utils.iterate_eval_pairs(pass_opts, method.inpainter, opts.dataset, num_items):
         real, fake = pairs.real.cpu().numpy(), pairs.fake.cpu().numpy()
