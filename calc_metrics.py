@@ -59,9 +59,10 @@ def split_metrics(value):
 
 
 def split_baselines(values):
-    """--baseline values, comma-separated or repeated -> names; an unknown name is a UserError listing the valid
-    ones."""
+    """--baseline values, comma-separated or repeated -> names ('default' stands for DEFAULT_BASELINES); an unknown
+    name is a UserError listing the valid ones."""
     names = [t.strip() for value in values for t in str(value).split(",") if t.strip()]
+    names = [n for name in names for n in (DEFAULT_BASELINES if name == "default" else [name])]
     for name in names:
         check_baseline_name(name)
     return list(dict.fromkeys(names))  # a repeated name is one method
@@ -217,8 +218,8 @@ def run(cfg):
 @click.option("--network", "networks", type=str, multiple=True,
               help="Generator snapshot (.pt or official .pkl) to evaluate; repeatable; LABEL=PATH names its row.")
 @click.option("--baseline", "baselines", type=str, multiple=True,
-              help=f"Traditional method(s), comma-separated or repeated: {', '.join(BASELINE_METHODS)} "
-                   f"(default set in comparisons: {','.join(DEFAULT_BASELINES)}).")
+              help=f"Traditional method(s), comma-separated or repeated: {', '.join(BASELINE_METHODS)}, or "
+                   f"'default' for {','.join(DEFAULT_BASELINES)}.")
 @click.option("--data", type=str, required=True, help="Validation images: a zip or a folder.")
 @click.option("--mask", "masks", type=str, multiple=True, required=True,
               help="Mask spec(s), comma-separated or repeated: center, free-form-small, free-form:0.2-0.4, ...")
@@ -243,7 +244,8 @@ def run(cfg):
 @click.option("--cache-dir", type=str, default=None,
               help="Download / real-statistics cache (default $COMODGAN_CACHE_DIR or ~/.cache/comodgan).")
 def main(**kwargs):
-    """Evaluate an inpainting snapshot or a traditional baseline with the published protocols."""
+    """Evaluate inpainting snapshots and traditional baselines with the published protocols (several methods: a
+    comparison table, plot and sheet in --outdir)."""
     cfg = EasyDict(kwargs)
     try:
         cfg.masks = split_mask_specs(cfg.masks)

@@ -29,6 +29,7 @@ def test_split_mask_specs_keeps_mixed_specs_together():
         "center", "free-form-small", "free-form-large"]
     assert calc_metrics.split_mask_specs(["mixed:free-form=0.8,center=0.2,center"]) == [
         "mixed:free-form=0.8,center=0.2", "center"]
+    assert calc_metrics.split_baselines(["telea,default", "shiftmap"]) == ["telea", "ns", "patchmatch", "shiftmap"]
 
 
 def test_cli_baseline_telea_end_to_end(files, tmp_path):
