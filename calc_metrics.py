@@ -81,7 +81,7 @@ def check_inputs(cfg):
     from metrics.comparison import split_network_arg
 
     for value in cfg.networks:
-        path = split_network_arg(value)[1] if is_comparison(cfg) else value
+        path = split_network_arg(value)[1]
         if not os.path.isfile(path):
             raise UserError(f"--network {path}: no such file")
     if not os.path.exists(cfg.data):
@@ -96,8 +96,9 @@ def build_inpainter(cfg, device):
 
         return make_baseline(cfg.baseline)
     from inference.loading import load_generator
+    from metrics.comparison import split_network_arg
 
-    return load_generator(cfg.network, device, ema=True).set_impl(cfg.impl)
+    return load_generator(split_network_arg(cfg.network)[1], device, ema=True).set_impl(cfg.impl)
 
 
 def _device_for_rank(cfg, rank):
