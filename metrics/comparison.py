@@ -295,11 +295,13 @@ def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, dete
             raise UserError(f"{det_info.note}; no metric left to compute (add a pix metric, e.g. pix2k)")
     for method in methods:
         method.inpainter = metric_utils.prepare_inpainter(method.inpainter)
+    # The sheet shows items that every pass inpaints anyway: the first ones, fewer if the set or the counts are small.
+    sheet_count = min(int(sheet_count), len(dataset), max(count for _kind, count in plan.values()))
     results, rows, ratios, sheets = {}, {}, {}, {}
     for spec in protocols:
         sheets[spec] = dict(inputs=_sheet_inputs(opts, spec, sheet_count), fakes={})
         for method in methods:
-            out = evaluate_pass(opts, method, spec, plan, module, real_stats, min(sheet_count, len(dataset)))
+            out = evaluate_pass(opts, method, spec, plan, module, real_stats, sheet_count)
             if rank != 0:
                 continue
             results.setdefault(method.key, {})[spec] = out.figures
