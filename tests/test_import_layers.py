@@ -160,3 +160,9 @@ def test_checker_sees_upward_lazy_and_relative_imports(tmp_path):
 @pytest.mark.parametrize("edges", [{"a": {"b"}, "b": set()}, {"a": set()}])
 def test_checker_passes_a_clean_graph(edges):
     assert _find_cycle(edges) is None
+
+
+def test_every_module_opens_with_what_it_owns():
+    missing = [os.path.relpath(p, REPO) for p in _modules().values()
+               if not (ast.get_docstring(ast.parse(open(p, encoding="utf-8").read())) or "").strip()]
+    assert not missing, "modules without an opening docstring: " + ", ".join(missing)
