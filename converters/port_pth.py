@@ -94,14 +94,26 @@ def load_port_state(source):
             warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
             data = torch.load(label, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise PortImportError(f"{label}: refusing to load: the file holds pickled objects other than tensors, "
-                              f"which weights-only loading does not run ({first_error_line(err)})") from None
+        raise PortImportError(_unpickling_message(label, err)) from None
     except PermissionError as err:
         raise PortImportError(f"{label}: cannot read ({err.strerror})") from None
     except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
         raise PortImportError(f"{label}: not a readable PyTorch state dict, or truncated "
                               f"({first_error_line(err)})") from None
     return _check_tensor_dict(data, label)
+
+
+def _unpickling_message(label, err):
+    # torch's first line is generic ("Weights only load failed"); the reason is further down.
+    text = str(err)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (f"{label}: refusing to load: the file holds a pickled object ({refused.group(1)}), not only "
+                f"tensors; weights-only loading refused it and nothing from the file ran")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, flags=re.S)
+    reason = " ".join(detail.group(1).split())[:200] if detail else first_error_line(err)
+    return (f"{label}: refusing to load: not a state dict that weights-only loading accepts ({reason}); "
+            f"nothing from the file ran")
 
 
 def _check_tensor_dict(data, label):
