@@ -124,8 +124,10 @@ def _check_tensor_dict(data, label):
                               f"name it .pt to load it as one")
     bad = [f"{key!r} ({type(value).__name__})" for key, value in data.items()
            if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    bad += [f"{key!r} ({value.dtype})" for key, value in data.items()
+            if isinstance(value, torch.Tensor) and not value.is_floating_point()]
     if bad:
-        raise PortImportError(f"{label}: refusing to load: a port generator file holds only tensors, but "
+        raise PortImportError(f"{label}: refusing to load: a port generator file holds only float tensors, but "
                               f"{len(bad)} entries are not: " + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
     state = {}
     for key, value in data.items():

@@ -273,8 +273,9 @@ def test_pickled_object_is_refused_and_nothing_runs(tmp_path):
 
 def test_non_tensors_and_a_module_prefix(tmp_path, port):
     path = tmp_path / "extra.pth"
-    torch.save(dict(port["state"], step=3, note="hi"), path)
-    with pytest.raises(PortImportError, match=r"2 entries are not: 'step' \(int\), 'note' \(str\)"):
+    torch.save(dict(port["state"], step=3, note="hi", count=torch.tensor(1)), path)
+    with pytest.raises(PortImportError, match=r"3 entries are not: 'step' \(int\), 'note' \(str\), 'count' "
+                                              r"\(torch.int64\)"):
         load_port_state(path)
     torch.save([1, 2], path)
     with pytest.raises(PortImportError, match="expected a state dict"):
