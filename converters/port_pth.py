@@ -4,13 +4,13 @@ weights-only loading, the shapes-to-kwargs inference and the key-to-parameter ma
 The port (github.com/zengxianyu/co-mod-gan-pytorch, `models/networks/co_mod_gan.py`) distributes the official
 TF weights converted to a plain `state_dict()` of its `Generator` (mapping `G_mapping`, synthesis
 `G_synthesis` with the encoder `E`), e.g. co-mod-gan-ffhq-9-025000_net_G_ema.pth (FFHQ 512),
-co-mod-gan-ffhq-10-025000_net_G_ema.pth (FFHQ 1024) and a Places2 512 file. Only G_ema is in such a file: the
-snapshot made from it has kind 'generator' and no G, no D and no optimizer states, so training cannot resume
-from it (training.checkpoint.check_resumable says so).
+co-mod-gan-ffhq-10-025000_net_G_ema.pth (FFHQ 1024) and co-mod-gan-places2-050000_net_G_ema.pth (Places2 512).
+Only G_ema is in such a file: the snapshot made from it has kind 'generator' and no G, no D and no optimizer
+states, so training cannot resume from it (training.checkpoint.check_resumable says so).
 
 Safety: the file is read with `torch.load(weights_only=True)`, which refuses any pickled object other than
-tensors and plain containers; then every entry must be a tensor under a string key (a `module.` prefix, left
-by DataParallel, is dropped). Nothing from the file runs.
+tensors and plain containers; then every entry must be a float tensor under a string key (a `module.` prefix,
+left by DataParallel, is dropped). Nothing from the file runs.
 
 Key mapping (R = resolution, r = 8..R, L = mapping layer; port key -> our key):
 
@@ -46,8 +46,9 @@ What the file lacks is created and recorded in the snapshot's `conversion` entry
 Differences at the call, not in the weights:
 - Masks: the port's current code takes 1 = hole (its 2021 branch 1 = known); ours take 1 = known pixel,
   0 = hole. Pass `1 - port_mask`.
-- The port's forward omits the official encoder 4x4 skip (the 4x4 feature added before G_4x4/Conv); the weights
-  are the official ones and our network is the official one, so the result computes the official function.
+- The port's forward omits the official encoder 4x4 skip (the 4x4 feature added before G_4x4/Conv). The weights
+  are the official ones and our network is the official one, so with them it computes the official function;
+  its completions differ from the port's.
 - The port's global-code dropout is off in eval mode; ours too unless `dropout=True` (official inference).
 """
 
