@@ -328,7 +328,7 @@ def convert_port_state(G, port_state, label="<pth>"):
         value = value.reshape(ref.shape)
         if transform == "minus1":
             value = value - 1  # the port stores the official mod_bias + 1; ours adds the 1 at run time
-        state[name] = value.contiguous().clone()
+        state[name] = value.contiguous()  # shares storage with the loaded file: no second copy of the weights
     unknown = sorted(set(port_state) - set(used))
     problems = []
     for title, items in (("missing port keys", missing), ("unknown port keys", unknown),
