@@ -333,6 +333,9 @@ def test_legacy_converts_and_training_refuses_to_resume(tmp_path, port):
     result = CliRunner().invoke(train.main, ["--outdir", str(tmp_path / "runs"), "--data", data, "--cfg", "tiny",
                                              "--device", "cpu", "--resume", str(dest), "--dry-run"])
     assert result.exit_code == 2 and "training cannot resume from it" in result.stderr, result.output
+    result = CliRunner().invoke(train.main, ["--outdir", str(tmp_path / "runs"), "--data", data, "--cfg", "tiny",
+                                             "--device", "cpu", "--resume", str(port["path"]), "--dry-run"])
+    assert result.exit_code == 2 and "the PyTorch port's generator (G_ema only" in result.stderr, result.output
 
 
 def test_snapshot_kinds(tmp_path):
