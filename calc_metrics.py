@@ -156,7 +156,8 @@ def run(cfg):
 
 
 @click.command()
-@click.option("--network", "network", type=str, default=None, help="Generator snapshot (.pt) to evaluate.")
+@click.option("--network", "network", type=str, default=None,
+              help="Generator to evaluate: snapshot .pt, official .pkl or the port's .pth.")
 @click.option("--baseline", type=click.Choice(sorted(BASELINE_METHODS)), default=None,
               help="Evaluate OpenCV's traditional inpainting (Telea or Navier-Stokes) instead of a network.")
 @click.option("--data", type=str, required=True, help="Validation images: a zip or a folder.")

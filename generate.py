@@ -25,7 +25,8 @@ def _seeds(ctx, param, value):
 
 
 @click.command()
-@click.option("--network", "network", required=True, metavar="SNAPSHOT", help="Snapshot .pt written by train.py.")
+@click.option("--network", "network", required=True, metavar="SNAPSHOT",
+              help="Snapshot .pt, official .pkl or the port's .pth (converted in memory).")
 @click.option("--images", required=True, metavar="PATH", help="An image file or a folder of images (any size).")
 @click.option("--masks", required=True, metavar="PATH|SPEC",
               help="A mask file, a folder of masks matched by stem (face.png <-> face.png or face_mask.png), "
