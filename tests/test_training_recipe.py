@@ -167,7 +167,7 @@ def test_loop_fetches_a_batch_per_phase_and_uses_a_constant_ema(tmp_path, data_z
     opts = opts_for(tmp_path, data_zip, cfg="auto", mask="free-form", kimg=0.008, snap=100)
     launch_result = training_loop.launch(opts, overrides=MICRO)
     c = EasyDict(json.load(open(os.path.join(launch_result.run_dir, "training_options.json"))))
-    assert c.ema_rampup is None
+    assert c.ema_rampup is None and launch_result.state.loss.truncation_psi == 0.5  # the loss gets the recipe's psi
     assert betas == [pytest.approx(0.5 ** (4 / 10000))] * 2  # from the very first step: no ramp-up
 
     # 2 steps x 2 rounds x (G, D, R1): each phase's rounds together form that phase's batch of the step.
