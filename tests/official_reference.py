@@ -244,6 +244,26 @@ def G_main(latents, images, masks, v, resolution, truncation_psi=None, dropout_k
     return G_synthesis_co_mod_gan(dlatents, images, masks, v, resolution, dropout_keep=dropout_keep, **nf_kwargs)
 
 
+def G_main_training(latents, latents2, mixing_cutoff, images, masks, v, resolution, truncation_psi=0.5,
+                    dlatent_avg_beta=0.995, dropout_keep=None, mapping_layers=8, **nf_kwargs):
+    """Training G_main (is_training=True): update dlatent_avg from the batch mean of dlatents[:, 0], mix styles
+    (layers >= mixing_cutoff from latents2's mapping), truncate every layer toward the updated average by
+    truncation_psi (not reset when is_training), synthesize. Returns (images, updated dlatent_avg).
+
+    The noise is the network's noise variables times noise_strength: set the strengths to 0 to compare with a
+    network that draws random noise in training."""
+    num_layers = int(np.log2(resolution)) * 2 - 2
+    dlatents = G_mapping(latents, v, mapping_layers=mapping_layers, dlatent_broadcast=num_layers)
+    avg = np.asarray(v["dlatent_avg"], np.float64)
+    avg = dlatents[:, 0].mean(axis=0) + (avg - dlatents[:, 0].mean(axis=0)) * dlatent_avg_beta  # lerp(batch, avg, b)
+    dlatents2 = G_mapping(latents2, v, mapping_layers=mapping_layers, dlatent_broadcast=num_layers)
+    layer_idx = np.arange(num_layers)[np.newaxis, :, np.newaxis]
+    dlatents = np.where(layer_idx < mixing_cutoff, dlatents, dlatents2)
+    dlatents = avg + (dlatents - avg) * truncation_psi
+    out = G_synthesis_co_mod_gan(dlatents, images, masks, v, resolution, dropout_keep=dropout_keep, **nf_kwargs)
+    return out, avg
+
+
 def D_co_mod_gan(images, masks, v, resolution, mbstd_group_size=4, mbstd_num_features=1):
     """'resnet' D: input concat([mask - 0.5, images]); FromRGB at the top; blocks down to 8x8 with a 1x1 Skip;
     4x4: minibatch stddev, Conv, Dense0, Output (one score). The widths are those of the variables."""

@@ -3,7 +3,8 @@
 G_synthesis_co_mod_gan / D_co_mod_gan): an official-structure pickle (tests/tf_pickle_maker.py) is converted with
 legacy.py, and G's output and D's score must agree to 1e-4 (max abs) at 64x64 on random inputs and masks, with
 the noise inputs of the pickle, with and without inference truncation, and with the global-code dropout on
-(a shared keep mask)."""
+(a shared keep mask); and our training forward (both phases) against G_main with is_training=True (w-average
+update, style mixing, truncation 0.5)."""
 
 import re
 
@@ -11,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from official_reference import D_co_mod_gan, G_main
+from official_reference import D_co_mod_gan, G_main, G_main_training
 from tf_pickle_maker import dumps_official, make_official_states, variables_of
 
 from inference.loading import load_generator
 from legacy import main as legacy_main
 from training.checkpoint import load_snapshot
+from training.loss import CoModGANLoss
 from training.networks import Discriminator, Generator
 
 RES = 64
@@ -175,6 +177,43 @@ def test_dropout_keeps_half_the_units_statistically(official):
     # Independent per unit: neither whole samples nor whole channels are dropped together.
     assert 0.3 < kept.double().mean(1).min() and kept.double().mean(1).max() < 0.7
     assert 0.2 < kept.double().mean(0).min() and kept.double().mean(0).max() < 0.8
+
+
+@pytest.mark.parametrize("phase", ["g_main", "d_main"])
+def test_training_forward_matches_official_G_main_is_training(official, phase):
+    # Our training forward (CoModGANLoss.run_G, as the G and D phases call it) against G_main with
+    # is_training=True: w-average update, style mixing, truncation 0.5 toward the updated average, dropout on.
+    # The noise strengths are zeroed on both sides (training draws random noise).
+    tf = {name: (np.zeros_like(value) if name.endswith("noise_strength") else value)
+          for name, value in official["tf"]["G"].items()}
+    G = _generator(official, "G").train().requires_grad_(phase == "g_main")
+    for name, param in G.named_parameters():
+        if name.endswith("noise_strength"):
+            param.data.zero_()
+    D = Discriminator(**official["snap"]["D_kwargs"]).train().requires_grad_(phase == "d_main")
+    D.load_state_dict(official["snap"]["D"])
+    img, mask, z = _inputs(4, seed=12)
+    seen = {}
+    G.encoder.b4.register_forward_hook(lambda _m, _i, out: seen.__setitem__("code", out[0].detach().clone()))
+    G.synthesis.register_forward_hook(lambda _m, _i, out: seen.__setitem__("raw", out.detach().clone()))
+    loss = CoModGANLoss(G, D, style_mixing_prob=1.0, truncation_psi=0.5)
+    torch.manual_seed(21)
+    getattr(loss, phase)(*_torch(img, mask, z), gain=1.0)
+    # Replay the mixing draws of run_G (decision, cutoff, second z) from the same seed.
+    torch.manual_seed(21)
+    torch.rand([])
+    cutoff = int(torch.randint(1, G.num_ws, []))
+    z2 = torch.randn([4, 32]).double().numpy()
+    keep = (seen["code"] != 0).double().numpy()
+    theirs, avg = G_main_training(_torch(z)[0].double().numpy(), z2, cutoff, img, mask, tf, RES,
+                                  dropout_keep=keep, **WIDTHS)
+    assert np.abs(G.mapping.w_avg.double().numpy() - avg).max() <= 1e-6
+    raw = seen["raw"].double().numpy()
+    ours = raw * (1 - mask) + img * mask
+    assert np.abs(ours - theirs).max() <= TOL
+    untruncated, _avg = G_main_training(_torch(z)[0].double().numpy(), z2, cutoff, img, mask, tf, RES,
+                                        truncation_psi=1.0, dropout_keep=keep, **WIDTHS)
+    assert np.abs(theirs - untruncated).max() > 100 * TOL
 
 
 @pytest.mark.parametrize("n", [4, 8])
