@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import generate
 from dnnlib import UserError
-from inference.fitting import _any_resize, fit_to_model, plan_fit
+from inference.fit_resize import _any_resize, fit_to_model, plan_fit
 from inference.inpaint import inpaint_image, parse_seeds
 from training.checkpoint import save_snapshot
 from training.networks import Discriminator, Generator
