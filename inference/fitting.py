@@ -17,11 +17,8 @@ import dataclasses
 
 from dnnlib import UserError
 from inference import face_align, fit_crop
+from inference.fit_names import FIT_CHOICES, FIT_FALLBACKS, FIT_STRATEGIES  # noqa: F401 (the names, re-exported)
 from inference.fit_resize import Placement, fit_to_model, paste_back, plan_fit  # noqa: F401 (the resize policy)
-
-FIT_STRATEGIES = ("resize", "crop", "face")
-FIT_CHOICES = ("auto",) + FIT_STRATEGIES  # what the CLI and the app offer
-FIT_FALLBACKS = ("none", "crop", "resize")  # what `face` may fall back to when it cannot frame a face
 
 
 class FitError(UserError):
@@ -54,6 +51,11 @@ def choose_fit(fit, height, width, resolution):
     if fit not in FIT_STRATEGIES:
         raise UserError(f"fit {fit!r}: not one of {', '.join(FIT_CHOICES)}")
     return fit
+
+
+def check_fallback(fallback):
+    if fallback not in (None,) + FIT_FALLBACKS:
+        raise UserError(f"fit fallback {fallback!r}: not one of {', '.join(FIT_FALLBACKS)}")
 
 
 def pick_face(img, name, face_index=None):
@@ -101,6 +103,7 @@ def fit_and_fill(img, mask, resolution, fill, *, fit="auto", face_index=None, fa
     """
     assert img.ndim == 3 and img.shape[2] == 3 and mask.shape == img.shape[:2], (img.shape, mask.shape)
     strategy = choose_fit(fit, img.shape[0], img.shape[1], resolution)
+    check_fallback(fallback)
     report = FitReport(strategy=strategy, asked=fit)
     if strategy == "face":
         try:

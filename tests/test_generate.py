@@ -12,6 +12,7 @@ import generate
 from dnnlib import UserError
 from inference.fit_resize import _any_resize, fit_to_model, plan_fit
 from inference.inpaint import inpaint_image, parse_seeds
+from inference.pictures import CROP_COLOR
 from training.checkpoint import save_snapshot
 from training.networks import Discriminator, Generator
 
@@ -97,7 +98,11 @@ def test_file_masks_any_size_known_pixels_exact_and_seeds(snapshot, odd_inputs, 
         assert (outs[0] != outs[1]).any(axis=-1)[~known].mean() > 0.5, "seeds 0 and 1 gave the same completion"
         grid = _read(out / f"{name}-grid.png")
         assert grid.shape == (h, 4 * w + 3 * 2, 3)  # input with hole, then three seeds, 2 px gaps
-        assert np.array_equal(grid[:, :w][known], img[known])
+        for k, o in enumerate(outs):  # then the seeds' columns are the results
+            assert np.array_equal(grid[:, (k + 1) * (w + 2) : (k + 1) * (w + 2) + w], o)
+        # The input column: the photo, and over it the crop windows of --fit auto (crop for these sizes).
+        drawn = (grid[:, :w] != img).any(axis=-1) & known
+        assert drawn.any() and (grid[:, :w][drawn] == CROP_COLOR).all()
 
     # The same seed alone, in another batch, reproduces the same file bit for bit.
     again = tmp_path / "again"
