@@ -262,3 +262,39 @@ def test_parse_seeds():
     for bad in ("", "a", "3-1", "1--2"):
         with pytest.raises(UserError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_fit_face_cli_grid_messages_and_fallback(snapshot, tmp_path):
+    import skimage.data
+
+    from inference.pictures import FRAME_COLOR, LANDMARK_COLORS
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    astro = skimage.data.astronaut()
+    _save(astro, images / "astro.png")
+    _save(_hole_png(512, 512, (115, 222, 156, 263)), masks / "astro.png")  # over the right cheek
+    _save(np.full((120, 90, 3), 200, np.uint8), images / "blank.png")
+    _save(_hole_png(120, 90, (40, 30, 60, 50)), masks / "blank.png")
+    _save(np.concatenate([astro, astro], axis=1), images / "two.png")
+    _save(_hole_png(512, 1024, (115, 734, 156, 775)), masks / "two.png")
+    base = ["--network", snapshot, "--images", images, "--masks", masks, "--seeds", "0", "--device", "cpu",
+            "--fit", "face"]
+    res = CliRunner().invoke(generate.main, [str(a) for a in base + ["--outdir", tmp_path / "a", "--grid"]])
+    assert res.exit_code == 1
+    assert f"{images / 'blank.png'}: no face found" in res.stderr
+    assert f"{images / 'two.png'}: 2 faces found" in res.stderr and "--face-index" in res.stderr
+    out = _read(tmp_path / "a" / "astro-seed0000.png")
+    _check_known_exact_and_hole_changed(out, astro, _hole_png(512, 512, (115, 222, 156, 263)) == 0)
+    grid = _read(tmp_path / "a" / "astro-grid.png")[:, :512]  # the input column shows the landmarks and frame
+    for color in (FRAME_COLOR, LANDMARK_COLORS["right_eye"], LANDMARK_COLORS["mouth"]):
+        assert (grid == color).all(axis=-1).sum() > 10, color
+
+    res = CliRunner().invoke(generate.main, [str(a) for a in base + ["--outdir", tmp_path / "b", "--face-index", "1",
+                                                                     "--fit-fallback", "crop"]])
+    assert res.exit_code == 0, res.output
+    assert "note: fell back to --fit crop" in res.stderr and "blank.png: no face found" in res.stderr
+    two = np.concatenate([astro, astro], axis=1)
+    _check_known_exact_and_hole_changed(_read(tmp_path / "b" / "two-seed0000.png"), two,
+                                        _hole_png(512, 1024, (115, 734, 156, 775)) == 0)
