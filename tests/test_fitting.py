@@ -192,3 +192,10 @@ def test_face_messages_name_the_image():
     mask = _mask(512, 1024, (115, 233, 156, 274))
     with pytest.raises(FitError, match="outside the face's frame"):
         fit_and_fill(two, mask, 32, FakeFill(), fit="face", face_index=1, name="two.png")
+
+
+def test_readme_figure_script(tmp_path):
+    from docs.make_fit_figure import main
+
+    main(str(tmp_path / "fig.png"))
+    assert (tmp_path / "fig.png").stat().st_size > 10000
