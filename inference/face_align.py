@@ -83,22 +83,30 @@ def fit_face(img, mask, quad, resolution):
     """uint8 [H, W, 3] photo, float32 [H, W] mask (1 = known) and the face's quad -> (float32 [3, R, R] canvas in
     [-1, 1] with holes zeroed, float32 [1, R, R] binary mask, FaceFrame).
 
-    The hole is filled with the mean known colour first (what was under it never reaches the model). A face
-    larger than the frame is first shrunk with area averaging so that the warp does not alias, its hole mask with
-    a conservative resize; the mask warp is conservative too (a model pixel is known only if no hole pixel is
-    within reach of its bilinear sample, plus one pixel). Outside the photo, photo and mask are reflected.
+    The hole is filled with the mean known colour around the face first (what was under it never reaches the
+    model). A face larger than the frame is first shrunk with area averaging so that the warp does not alias, its
+    hole mask with a conservative resize; the mask warp is conservative too (a model pixel is known only if no
+    hole pixel is within reach of its bilinear sample, plus one pixel). Outside the photo, photo and mask are
+    reflected.
     """
     h, w = img.shape[:2]
     r = resolution
     frame = FaceFrame(np.asarray(quad, np.float64), r, h, w, 0)
-    src, hole = _fill_holes_with_mean(img, mask), (mask != 1)
+    # Only the quad's bounding box (and a pixel for the bilinear taps) can reach the canvas: work on that region.
+    # Where the quad leaves the photo the region's edge is the photo's, so the reflection is the same.
+    (x0, y0), (x1, y1) = np.floor(frame.quad.min(0)) - 2, np.ceil(frame.quad.max(0)) + 2
+    x0, y0 = int(min(max(x0, 0), w - 1)), int(min(max(y0, 0), h - 1))
+    x1, y1 = int(max(min(x1, w), x0 + 1)), int(max(min(y1, h), y0 + 1))
+    src, hole = _fill_holes_with_mean(img[y0:y1, x0:x1], mask[y0:y1, x0:x1]), (mask[y0:y1, x0:x1] != 1)
+    to_src = frame.model_to_image() - np.column_stack([np.zeros((2, 2)), [x0, y0]])
     sx = sy = 1.0
     if frame.scale < 1:
-        nw, nh = max(1, round(w * frame.scale)), max(1, round(h * frame.scale))
+        sh, sw = hole.shape
+        nw, nh = max(1, round(sw * frame.scale)), max(1, round(sh * frame.scale))
         src = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_AREA)
         hole = _any_resize(hole, nh, nw)
-        sx, sy = nw / w, nh / h
-    m = _to_cv(frame.model_to_image(), (sx, sy))
+        sx, sy = nw / sw, nh / sh
+    m = _to_cv(to_src, (sx, sy))
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     canvas = cv2.warpAffine(src, m, (r, r), flags=flags, borderMode=cv2.BORDER_REFLECT_101)
     canvas_hole = cv2.warpAffine(hole.astype(np.float32), m, (r, r), flags=flags, borderMode=cv2.BORDER_REFLECT_101)

@@ -31,6 +31,7 @@ MODELS = {
     "full": dict(file="face_detection_full_range.tflite", size=192, strides=(4,), anchors_per_layer=1,
                  min_score=0.6),
 }
+REFINED_MIN_SCORE = 0.6  # a face must score this on its own level, face-sized crop (see _refine)
 NMS_OVERLAP = 0.3  # MediaPipe's min_suppression_threshold for both models
 SCORE_CLIP = 100.0  # logits are clipped before the sigmoid, as in MediaPipe
 
@@ -167,7 +168,8 @@ def _detect(img, kind):
 def _refine(img, face):
     """The face detected again in a crop around it, turned so that its eyes are level and scaled so that it
     fills about half of the short-range model's input: the keypoints of a face that is small in the whole photo
-    (or tilted) come out several times more precise. Returns the face unchanged if the crop loses it."""
+    (or tilted) come out several times more precise. Returns None if the crop loses it: on that crop, the
+    model's best input, a real face scores high, so what it no longer finds was a false detection."""
     size = MODELS["short"]["size"]
     eyes = np.subtract(face.left_eye, face.right_eye)
     angle = math.atan2(eyes[1], eyes[0])
@@ -179,7 +181,7 @@ def _refine(img, face):
     crop = _warp_crop(img, rot, off, size)
     found = _run((crop.astype(np.float32) / 127.5 - 1.0)[None], "short")
     if not found:
-        return face
+        return None
     best = min(found, key=lambda d: np.hypot(*((d[1][:2] + d[1][2:]) / 2 - size / 2)))
     return _face(*best, lambda p: p @ rot.T + off)
 
@@ -203,15 +205,42 @@ def _warp_crop(img, rot, off, size):
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
+def _detect_tiled(img):
+    """Faces too small for the models on the whole photo (under ~1/20 of its side): the short-range model on
+    overlapping square tiles of half the shorter side, duplicates across tiles suppressed."""
+    h, w = img.shape[:2]
+    side = max(1, min(h, w) // 2)
+    step = max(1, side // 2)
+    found = []
+    for top in sorted({*range(0, max(h - side, 0) + 1, step), max(h - side, 0)}):
+        for left in sorted({*range(0, max(w - side, 0) + 1, step), max(w - side, 0)}):
+            tile = np.ascontiguousarray(img[top : top + side, left : left + side])
+            found += [dataclasses.replace(f, box=(f.box[0] + left, f.box[1] + top, f.box[2] + left, f.box[3] + top),
+                                          **{k: (x + left, y + top) for k, (x, y) in f.keypoints.items()})
+                      for f in _detect(tile, "short")]
+    return _dedupe(found)
+
+
+def _dedupe(faces):
+    """The best of each set of faces whose boxes overlap (tiles and refinement can see one face twice)."""
+    kept = []
+    for f in sorted(faces, key=lambda f: -f.score):
+        if not kept or _iou(np.array(f.box), np.array([k.box for k in kept])).max() <= NMS_OVERLAP:
+            kept.append(f)
+    return kept
+
+
 def detect_faces(img, refine_steps=2):
     """All faces of a uint8 [H, W, 3] photo, sorted left to right by the centre of their box.
 
     The short-range model (faces within about 2 m of the camera, as in a selfie or portrait) runs on the whole
-    photo first; when it finds nothing, the full-range model (smaller, farther faces) gets a try. Each face is
-    then refined refine_steps times on a level, face-sized crop (see _refine).
+    photo first; when it finds nothing, the full-range model (smaller, farther faces), then the short-range model
+    on tiles of the photo get a try. Each face is then refined refine_steps times on a level, face-sized crop
+    (see _refine).
     """
     assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8, (img.shape, img.dtype)
-    faces = _detect(img, "short") or _detect(img, "full")
+    faces = _detect(img, "short") or _detect(img, "full") or _detect_tiled(img)
     for _ in range(refine_steps):
-        faces = [_refine(img, f) for f in faces]
-    return sorted(faces, key=lambda f: (f.box[0] + f.box[2]) / 2)
+        faces = [r for r in (_refine(img, f) for f in faces) if r is not None]
+    faces = [f for f in faces if f.score >= REFINED_MIN_SCORE or not refine_steps]
+    return sorted(_dedupe(faces), key=lambda f: (f.box[0] + f.box[2]) / 2)

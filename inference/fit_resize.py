@@ -20,6 +20,7 @@ Policy (the same for every image, whatever its size or aspect ratio):
 
 import dataclasses
 
+import cv2
 import numpy as np
 import PIL.Image
 
@@ -84,13 +85,10 @@ def _pad_to_canvas(arr, p):
 
 
 def _fill_holes_with_mean(img, mask):
-    known = mask == 1
-    out = img.copy()
-    if known.any():
-        out[~known] = np.round(img[known].reshape(-1, 3).mean(axis=0)).astype(np.uint8)
-    else:
-        out[:] = 128
-    return out
+    known = (mask == 1).astype(np.uint8)
+    # cv2.mean with a mask: a boolean gather of a 12-megapixel photo took seconds.
+    colour = np.round(cv2.mean(img, mask=known)[:3]) if known.any() else np.full(3, 128.0)
+    return np.where(known[..., None] == 1, img, colour.astype(np.uint8))
 
 
 def fit_to_model(img, mask, resolution):

@@ -199,3 +199,15 @@ def test_readme_figure_script(tmp_path):
 
     main(str(tmp_path / "fig.png"))
     assert (tmp_path / "fig.png").stat().st_size > 10000
+
+
+def test_small_face_in_a_large_photo_is_found_on_tiles():
+    from inference.face_landmarks import _detect, detect_faces
+
+    photo = np.full((1500, 2000, 3), 90, np.uint8)
+    photo[700:1212, 1100:1612] = ASTRONAUT  # the face is ~1/20 of the photo's width: too small for one pass
+    assert not _detect(photo, "short") and not _detect(photo, "full")
+    (face,) = detect_faces(photo)
+    (ref,) = detect_faces(ASTRONAUT)
+    assert np.abs(np.subtract(face.right_eye, (1100, 700)) - ref.right_eye).max() < 3
+    assert np.abs(np.subtract(face.mouth, (1100, 700)) - ref.mouth).max() < 3
