@@ -54,6 +54,7 @@ def choose_fit(fit, height, width, resolution):
 
 
 def check_fallback(fallback):
+    """A UserError unless fallback is None or one of FIT_FALLBACKS."""
     if fallback not in (None,) + FIT_FALLBACKS:
         raise UserError(f"fit fallback {fallback!r}: not one of {', '.join(FIT_FALLBACKS)}")
 
@@ -81,6 +82,8 @@ def _fill_resize(img, mask, resolution, fill, report):
 
 
 def _fill_face(img, mask, resolution, fill, report, name, face_index):
+    # The landmarks come from the photo as given, hole pixels included: a hole over an eye hides it from the
+    # model, not from the detector, so the frame stays where the face is.
     report.faces, report.face_index = pick_face(img, name, face_index)
     face = report.face
     quad = face_align.ffhq_quad(face.right_eye, face.left_eye, face.mouth)
