@@ -211,3 +211,24 @@ def test_small_face_in_a_large_photo_is_found_on_tiles():
     (ref,) = detect_faces(ASTRONAUT)
     assert np.abs(np.subtract(face.right_eye, (1100, 700)) - ref.right_eye).max() < 3
     assert np.abs(np.subtract(face.mouth, (1100, 700)) - ref.mouth).max() < 3
+
+
+@pytest.mark.parametrize("fit", FIT_STRATEGIES)
+def test_what_was_under_the_hole_never_shows(fit):
+    """Whatever the photo holds under the hole, the canvas and the result (the face fit's feathered edge included)
+    are the same bit for bit. The face is framed once, on the clean photo: the detector does see the hole's
+    pixels, by design (fitting._fill_face)."""
+    mask = _mask(512, 512, (115, 222, 156, 263))
+    quad = _quad(ASTRONAUT)
+    runs = []
+    for colour in [(255, 0, 255), (0, 255, 0)]:
+        img = ASTRONAUT.copy()
+        img[mask == 0] = colour
+        if fit == "face":
+            canvas, canvas_mask, frame = face_align.fit_face(img, mask, quad, 64)
+            runs.append((canvas, face_align.paste_face(canvas, img, mask, frame)))
+        else:
+            fill = FakeFill(1)  # the same noise in both runs
+            (result,), _ = fit_and_fill(img, mask, 64, fill, fit=fit)
+            runs.append((fill.calls[0][0], result))
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
