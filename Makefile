@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed-requirements
 
 .PHONY: demo test lint bench clean-venv
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	cp requirements.txt $(STAMP)
 
 demo: $(STAMP)
