@@ -22,6 +22,10 @@ import dataclasses
 import numpy as np
 import PIL.Image
 
+# The fit strategies users can choose (generate.py, the web app's `fit`); the first is the default.
+FIT_STRATEGIES = ("resize",)
+DEFAULT_FIT = FIT_STRATEGIES[0]
+
 
 @dataclasses.dataclass(frozen=True)
 class Placement:

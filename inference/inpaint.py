@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dnnlib import UserError
-from inference.fitting import fit_to_model, paste_back
+from inference.fitting import DEFAULT_FIT, FIT_STRATEGIES, fit_to_model, paste_back
 from torch_utils.misc import assert_mask_convention
 
 
@@ -63,14 +63,16 @@ def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_
 
 
 def inpaint_image(G, img, mask, seeds, *, device, truncation_psi=1.0, noise_mode="const", dropout=False,
-                  batch_size=8):
+                  batch_size=8, fit=DEFAULT_FIT):
     """Fill the holes of one uint8 [H, W, 3] image (mask float32 [H, W], 1 = known) once per seed.
 
     Returns one uint8 [H, W, 3] result per seed. With noise_mode 'const' and no dropout the seeds run batched
     (the output then depends on z only); with noise_mode 'random' or dropout=True (the global code's dropout,
     on at inference in the official code) each seed runs alone under its own torch seed so that results stay
-    reproducible per seed whatever the batch size.
+    reproducible per seed whatever the batch size. `fit` names one of inference.fitting.FIT_STRATEGIES.
     """
+    if fit not in FIT_STRATEGIES:
+        raise UserError(f"fit {fit!r}: unknown strategy (choose from {', '.join(FIT_STRATEGIES)})")
     canvas, canvas_mask, p = fit_to_model(img, mask, G.img_resolution)
     per_seed_rng = noise_mode == "random" or dropout
     step = 1 if per_seed_rng else max(1, int(batch_size))
