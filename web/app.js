@@ -219,8 +219,9 @@ function setupPainting() {
     drawStroke(layer.getContext("2d"), current, current.points.length - 1);
   });
   const end = () => {
+    if (!current) return;
     current = null;
-    layer.getContext("2d").globalCompositeOperation = "source-over";
+    redrawMask();  // the replayed stroke, so that undo and redo give back exactly what the user sees now
   };
   layer.addEventListener("pointerup", end);
   layer.addEventListener("pointercancel", end);
