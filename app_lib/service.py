@@ -17,7 +17,7 @@ import torch
 from app_lib import inputs
 from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_STRATEGIES
-from inference.inpaint import inpaint_image
+from inference.inpaint import inpaint_image, run_inpainter
 from inference.pictures import mask_to_png
 from metrics.baselines import BASELINE_METHODS, make_baseline
 
@@ -54,8 +54,7 @@ def run_baseline(name, img, mask):
     """A traditional method of metrics.baselines on uint8 [H, W, 3] at its own size; known pixels kept exactly."""
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    with torch.no_grad():
-        y = make_baseline(name)(x, m, None)[0].permute(1, 2, 0)
+    y = run_inpainter(make_baseline(name), x, m, None)[0].permute(1, 2, 0)
     out = ((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     return np.where((mask == 1)[..., None], img, out)
 
@@ -63,15 +62,15 @@ def run_baseline(name, img, mask):
 class Service:
     """The loaded network (or the reason there is none) and the jobs the worker runs."""
 
-    def __init__(self, network=None, device="cpu", impl="fast", limits=None, loader=None):
+    def __init__(self, network=None, device="cpu", impl="fast", limits=None):
         self.limits = limits or inputs.Limits()
         self.device = torch.device(device)
         self.G, self.network_name, self.network_error = None, None, None
         if network is not None:
             try:
-                if loader is None:
-                    from inference.loading import load_generator as loader
-                self.G = loader(network, self.device).set_impl(impl)
+                from inference.loading import load_generator
+
+                self.G = load_generator(network, self.device, impl=impl)
                 self.network_name = os.path.basename(os.fspath(network))
             except UserError as err:
                 self.network_error = str(err)
