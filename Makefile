@@ -27,7 +27,7 @@ test: $(STAMP) browser
 app: $(STAMP)
 	@snap=$$(ls $(DEMO_SNAPSHOTS) 2>/dev/null | sort | tail -n 1); \
 	if [ -z "$$snap" ]; then echo "no snapshot under results/demo (run make demo first); traditional methods only"; fi; \
-	$(PY) app.py $${snap:+--network "$$snap"} $(APP_ARGS)
+	exec $(PY) app.py $${snap:+--network "$$snap"} $(APP_ARGS)
 
 # Installs chromium when it is missing and this user can (root, or sudo without a password); never fails, so
 # that `make test` still runs and the browser test says why it skipped.
