@@ -50,7 +50,7 @@ async def _capped(stream, limit):
     async for chunk in stream:
         total += len(chunk)
         if total > limit:
-            raise inputs.TooLarge(f"request: over the limit of {limit // (1024 * 1024)} MB")
+            raise inputs.TooLarge(f"request: over the limit of {limit / (1024 * 1024):.1f} MB")
         yield chunk
 
 
@@ -145,6 +145,13 @@ def _inpaint_answer(results, fmt, method):
         dict(label=label, seed=seed, png=base64.b64encode(png).decode("ascii")) for label, seed, png in results]))
 
 
+def _static(body, media_type):
+    def serve():
+        return Response(body, media_type=media_type,
+                        headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+    return serve
+
+
 def create_app(service, worker=None):
     """The FastAPI app of `service` (app_lib.service.Service); jobs run on `worker` (one is made if None)."""
     worker = worker or Worker()
@@ -175,12 +182,8 @@ def create_app(service, worker=None):
     async def run_job(fn, token=None):
         return await asyncio.wrap_future(worker.submit(fn, token))
 
-    for route in PAGE_FILES:
-        def serve(route=route):
-            body, media_type = page[route]
-            return Response(body, media_type=media_type,
-                            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
-        app.get(route, include_in_schema=False)(serve)
+    for route, (body, media_type) in page.items():
+        app.get(route, include_in_schema=False)(_static(body, media_type))
 
     @app.get("/api/v1/model", summary="The network and the methods on offer")
     def model():

@@ -149,6 +149,15 @@ def test_each_bad_input_is_a_one_line_4xx_and_the_server_stays_up(client, pair, 
         assert res.status_code == status, (name, res.status_code, res.text)
         detail = res.json()["detail"]
         assert needle in detail and "\n" not in detail and "Traceback" not in detail, (name, detail)
+    def chunked_body():  # no Content-Length: the limit holds while the body streams in
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(50):
+            yield b"x" * 100000
+        yield b"\r\n--b--\r\n"
+
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    res = client.post("/api/v1/inpaint", content=chunked_body(), headers=multipart)
+    assert res.status_code == 413 and "over the limit" in res.json()["detail"]
     res = client.post("/api/v1/inpaint", content=b"{}", headers={"content-type": "application/json"})
     assert res.status_code == 400 and "multipart" in res.json()["detail"]
     res = client.get("/api/v1/mask", params=dict(spec="nvidia:/etc", width=10, height=10))
