@@ -123,14 +123,15 @@ function fitToWindow() {
   if (!state.bitmap) return;
   const stage = $("stage");
   const availW = $("workspace").clientWidth;
-  const availH = Math.max(200, window.innerHeight - stage.getBoundingClientRect().top - 24);
+  // Most of the window below the stage's top, leaving the gallery's first row in sight.
+  const availH = Math.max(200, 0.72 * (window.innerHeight - stage.getBoundingClientRect().top - 16));
   const scale = Math.min(availW / state.width, availH / state.height);
   const w = Math.max(1, Math.floor(state.width * scale));
   const h = Math.max(1, Math.floor(state.height * scale));
   for (const canvas of [$("image-layer"), $("mask-layer")]) {
     canvas.style.width = `${w}px`;
     canvas.style.height = `${h}px`;
-    canvas.classList.toggle("pixelated", scale > 2);
+    canvas.classList.toggle("pixelated", scale > 2 && Math.max(state.width, state.height) < 128);
   }
   stage.style.width = `${w}px`;
   stage.style.height = `${h}px`;
@@ -342,7 +343,7 @@ function addResult(label, blob, fileTag) {
   const img = new Image();
   img.src = url;
   img.alt = label;
-  img.classList.toggle("pixelated", state.width < 160);
+  img.classList.toggle("pixelated", Math.max(state.width, state.height) < 128);
   img.addEventListener("click", () => openViewer(url, label, fileTag));
   const cap = document.createElement("figcaption");
   const span = document.createElement("span");
@@ -445,7 +446,7 @@ function openViewer(url, label, fileTag) {
   const img = $("viewer-img");
   img.src = url;
   img.dataset.result = url;
-  img.classList.toggle("pixelated", state.width < 400);
+  img.classList.toggle("pixelated", Math.max(state.width, state.height) < 128);
   $("viewer-label").textContent = label;
   $("viewer-download").href = url;
   $("viewer-download").download = `${state.name}-${fileTag}.png`;
