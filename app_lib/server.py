@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app_lib import inputs
-from app_lib.service import GAN, InpaintRequest
+from app_lib.service import InpaintRequest
 from app_lib.worker import Busy, Worker
 from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_STRATEGIES
@@ -92,7 +92,7 @@ def _form_text(fields, name, default):
 
 def parse_inpaint_form(fields, service):
     """The checked InpaintRequest of a POST /api/v1/inpaint form (cheap checks only; decoding is the worker's)."""
-    method = service.check_method(_form_text(fields, "method", GAN if service.G is not None else "telea"))
+    method = service.check_method(_form_text(fields, "method", service.methods[0]))  # the GAN when loaded
     seeds = inputs.parse_seed_list(_form_text(fields, "seeds", "0"), service.limits)
     return InpaintRequest(
         image=_form_bytes(fields, "image"), mask=_form_bytes(fields, "mask"), method=method, seeds=tuple(seeds),

@@ -113,7 +113,7 @@ def test_jpeg_input_and_json_for_one_result(client, pair):
     _check_known_exact(out, decode_png(png_bytes(decode_png(jpeg))), mask)
 
 
-def _bad_inputs(pair, tmp_path):
+def _bad_inputs(pair):
     img, mask = pair
     good_img, good_mask = png_bytes(img), png_bytes(mask)
     big = photo(1100, 20)
@@ -141,9 +141,9 @@ def _bad_inputs(pair, tmp_path):
     ]
 
 
-def test_each_bad_input_is_a_one_line_4xx_and_the_server_stays_up(client, pair, tmp_path):
+def test_each_bad_input_is_a_one_line_4xx_and_the_server_stays_up(client, pair):
     img, mask = pair
-    for name, case, status, needle in _bad_inputs(pair, tmp_path):
+    for name, case, status, needle in _bad_inputs(pair):
         fields = {k: v for k, v in case.items() if k not in ("image", "mask")}
         res = _post(client, case["image"], case["mask"], **fields)
         assert res.status_code == status, (name, res.status_code, res.text)
