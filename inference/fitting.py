@@ -17,7 +17,12 @@ import dataclasses
 
 from dnnlib import UserError
 from inference import face_align, fit_crop
-from inference.fit_names import FIT_CHOICES, FIT_FALLBACKS, FIT_STRATEGIES  # noqa: F401 (the names, re-exported)
+from inference.fit_names import (  # noqa: F401 (the names, re-exported)
+    DEFAULT_FIT,
+    FIT_CHOICES,
+    FIT_FALLBACKS,
+    FIT_STRATEGIES,
+)
 from inference.fit_resize import Placement, fit_to_model, paste_back, plan_fit  # noqa: F401 (the resize policy)
 
 

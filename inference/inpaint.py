@@ -50,15 +50,28 @@ def seed_to_z(seed, z_dim):
 # Running the generator.
 
 
+def run_inpainter(G, img, mask, z, *, torch_seed=None, **G_kwargs):
+    """The one call of an inpainter that every user makes (generate.py, the web app, the metrics): G(img, mask, z)
+    without gradients, under torch_seed when given, with the caller's torch RNG left as it was.
+
+    G: a Generator (G_kwargs such as truncation_psi, noise_mode, dropout go to it) or any callable
+    fn(img, mask, z) -> img such as metrics.baselines' (then G_kwargs must be empty). img float [N, 3, H, W] in
+    [-1, 1], mask [N, 1, H, W] with 1 = known, z [N, z_dim] or None.
+    """
+    assert_mask_convention(mask, "inpaint mask")
+    devices = [img.device] if img.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        if torch_seed is not None:
+            torch.manual_seed(torch_seed)
+        return G(img, mask, z, **G_kwargs)
+
+
 def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_mode, dropout, seed_torch):
     img = torch.from_numpy(canvas).to(device)[None].repeat(len(seeds), 1, 1, 1)
     mask = torch.from_numpy(canvas_mask).to(device)[None].repeat(len(seeds), 1, 1, 1)
-    assert_mask_convention(mask, "inpaint mask")
     z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in seeds])).to(device)
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if seed_torch:
-            torch.manual_seed(seeds[0])
-        out = G(img, mask, z=z, truncation_psi=truncation_psi, noise_mode=noise_mode, dropout=dropout)
+    out = run_inpainter(G, img, mask, z, torch_seed=seeds[0] if seed_torch else None,
+                        truncation_psi=truncation_psi, noise_mode=noise_mode, dropout=dropout)
     return out.float().cpu().numpy()
 
 

@@ -22,6 +22,7 @@ LAYERS = (
     "inference",  # loading any network file, fitting images, the fast CPU path, inpainting seeds
     "metrics",  # the metric registry, FID, IDS, pixel metrics, baselines
     "demo_lib",  # demo.py's helpers
+    "app_lib",  # app.py's helpers: uploads, the inference worker, the HTTP routes
 )
 SCRIPT_LAYER = len(LAYERS)  # top-level *.py and benchmarks/: free to import any package
 SKIP_DIRS = {".git", ".venv", "tests", "__pycache__", "results", "runs", "out", "ops_cuda", "docs", "node_modules"}

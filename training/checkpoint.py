@@ -88,6 +88,9 @@ def load_snapshot(path, map_location="cpu"):
         raise CheckpointError(f"{path}: cannot read snapshot ({err.strerror})") from None
     except (RuntimeError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt snapshot ({first_error_line(err)})") from None
+    except Exception as err:  # torch's unpickler lets anything escape on foreign bytes (a text file: KeyError 101)
+        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot ({type(err).__name__}: "
+                              f"{first_error_line(err)})") from None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot (format {found!r}, "
