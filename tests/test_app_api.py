@@ -65,7 +65,7 @@ def test_model_info_lists_the_gan_and_every_traditional_method(client):
     assert info["resolution"] == 32 and info["name"] == "network-snapshot-000000.pt"
     assert [m["id"] for m in info["methods"]] == ["gan", *BASELINE_METHODS]
     assert all(m["label"] for m in info["methods"])
-    assert info["fits"][0] == info["default_fit"] == "resize"
+    assert info["fits"] == ["auto", "resize", "crop", "face"] and info["default_fit"] == "auto"  # generate.py's
     assert info["max_seeds"] == 16 and info["help"] is None
 
 
@@ -76,6 +76,23 @@ def test_each_method_keeps_known_pixels_exactly(client, pair, method):
     assert res.status_code == 200, res.text
     assert res.headers["content-type"] == "image/png"
     _check_known_exact(decode_png(res.content), img, mask)
+
+
+@pytest.mark.parametrize("fit", ["resize", "crop"])
+def test_each_fit_strategy_matches_generate_py_and_keeps_known_pixels(client, service, pair, fit):
+    img, mask = pair
+    res = _post(client, png_bytes(img), png_bytes(mask), seeds="2", fit=fit)
+    assert res.status_code == 200, res.text
+    out = decode_png(res.content)
+    _check_known_exact(out, img, mask)
+    ref = inpaint_image(service.G, img, (mask < 128).astype(np.float32), [2], device=service.device, fit=fit)
+    np.testing.assert_array_equal(out, ref[0])
+
+
+def test_a_face_fit_without_a_face_is_a_one_line_400(client, pair):
+    img, mask = pair  # random pixels: no face to frame
+    res = _post(client, png_bytes(img), png_bytes(mask), seeds="0", fit="face")
+    assert res.status_code == 400 and "face" in res.json()["detail"] and "\n" not in res.json()["detail"]
 
 
 def test_several_seeds_give_json_matching_generate_py(client, service, pair):
