@@ -55,8 +55,8 @@ def run_inpainter(G, img, mask, z, *, torch_seed=None, **G_kwargs):
     without gradients, under torch_seed when given, with the caller's torch RNG left as it was.
 
     G: a Generator (G_kwargs such as truncation_psi, noise_mode, dropout go to it) or any callable
-    fn(img, mask, z, **G_kwargs) -> img such as metrics.baselines' (G_kwargs: what it takes, e.g. seeds). img float [N, 3, H, W] in
-    [-1, 1], mask [N, 1, H, W] with 1 = known, z [N, z_dim] or None.
+    fn(img, mask, z, **G_kwargs) -> img such as metrics.baselines' (G_kwargs: what it takes, e.g. seeds).
+    img float [N, 3, H, W] in [-1, 1], mask [N, 1, H, W] with 1 = known, z [N, z_dim] or None.
     """
     assert_mask_convention(mask, "inpaint mask")
     devices = [img.device] if img.device.type == "cuda" else []
