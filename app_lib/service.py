@@ -19,10 +19,16 @@ from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_CHOICES
 from inference.inpaint import inpaint_image, run_inpainter
 from inference.pictures import mask_to_png
-from metrics.baselines import BASELINE_METHODS, make_baseline
+from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, list_baselines, make_baseline
 
 GAN = "gan"
-BASELINE_LABELS = {"telea": "OpenCV Telea", "ns": "OpenCV Navier-Stokes", "patchmatch": "PatchMatch"}
+
+
+def offered_baselines():
+    """The traditional methods the app offers: metrics.baselines' default set (fast enough for a request; FSR and
+    ShiftMap take seconds to minutes per photo) that loads on this machine."""
+    available = set(list_baselines())
+    return [name for name in DEFAULT_BASELINES if name in available]
 SEEDS_PER_STEP = 4  # GAN seeds per forward pass; progress is reported after each
 NO_MODEL_HELP = ("No network loaded: only the traditional methods are offered. Run `make demo` (about 8 minutes "
                  "on a CPU) and then `make app`, or start `python app.py --network SNAPSHOT.pt` (or an official "
@@ -78,12 +84,12 @@ class Service:
     @property
     def methods(self):
         """Method ids in the order of the gallery: the GAN when loaded, then metrics.baselines' methods."""
-        return ([GAN] if self.G is not None else []) + list(BASELINE_METHODS)
+        return ([GAN] if self.G is not None else []) + offered_baselines()
 
     def label(self, method):
         if method == GAN:
             return f"CoModGAN ({self.network_name})"
-        return BASELINE_LABELS.get(method, method)
+        return BASELINE_METHODS[method].label
 
     def info(self):
         """GET /api/v1/model."""

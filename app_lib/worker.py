@@ -77,12 +77,15 @@ class Worker:
                 return
             with self._lock:
                 job.state = "running"
-            if job.future.set_running_or_notify_cancel():
+            future, result, error = job.future, None, None
+            if future.set_running_or_notify_cancel():
                 try:
-                    job.future.set_result(job.fn(self._report(job)))
+                    result = job.fn(self._report(job))
                 except BaseException as err:  # the route re-raises it; a UserError becomes a 4xx there
-                    job.future.set_exception(err)
+                    error = err
             job.fn = job.future = None  # the route holds the future; nothing of the request stays here
+            # The bookkeeping comes before the answer: a client that reads its progress right after the answer
+            # must find the job done.
             with self._lock:
                 job.state = "done"
                 self._pending.pop(id(job), None)
@@ -90,3 +93,9 @@ class Worker:
                     self._finished[job.token] = dict(state="done", ahead=0, done=job.done, total=job.total)
                     while len(self._finished) > KEEP_FINISHED:
                         self._finished.popitem(last=False)
+            if future.running():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            del future, result, error

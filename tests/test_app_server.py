@@ -18,7 +18,7 @@ import psutil
 import pytest
 from app_helpers import decode_png, hole_mask, make_tiny_snapshot, photo, png_bytes
 
-from metrics.baselines import BASELINE_METHODS
+from app_lib.service import offered_baselines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is not used
@@ -135,9 +135,9 @@ def test_browser_paint_inpaint_download(server, tmp_path):
             page.click("#inpaint")
             page.wait_for_selector("#gallery[data-done='1']", timeout=60000)
             figures = page.locator("#gallery figure")
-            assert figures.count() == seeds + len(BASELINE_METHODS)
+            assert figures.count() == seeds + len(offered_baselines())
             labels = figures.locator("figcaption span").all_inner_texts()
-            assert [lab.startswith("seed") for lab in labels] == [True] * seeds + [False] * len(BASELINE_METHODS)
+            assert [lab.startswith("seed") for lab in labels] == [True] * seeds + [False] * len(offered_baselines())
             with page.expect_download() as result_download:
                 figures.nth(1).locator("a.download").click()
             with page.expect_download() as mask_download:
