@@ -49,13 +49,8 @@ def opts_for(tmp_path, data, outdir="runs", **kw):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On an oversubscribed CI box, intra-op threads of these tiny convolutions fight each other: 1 thread is
-    # ~10x faster than 2 here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,15 @@ OFFICIAL_PRESETS = ("auto", "celebahq256", "celebahq512")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def data_zip(tmp_path_factory):
     return make_zip(tmp_path_factory.mktemp("data") / "tiny.zip")
+
+
 
 
 def _config(cfg, resolution=None, **opts):
