@@ -54,8 +54,8 @@ def _seeds(ctx, param, value):
 @impl_option
 def main(network, resolution, device, impl, **kwargs):
     """Fill the holes of each image once per seed, writing results at the image's original size."""
-    from inference.user_files import run_generate
     from inference.loading import load_generator
+    from inference.user_files import run_generate
     from torch_utils.misc import resolve_device
 
     try:

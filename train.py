@@ -37,6 +37,12 @@ def _grid(ctx, param, value):
               help="Samples per device per round; gradients are accumulated over rounds [default: preset cap].")
 @click.option("--gamma", type=click.FloatRange(min=0), help="R1 weight [default: preset, 10].")
 @click.option("--ema-kimg", type=click.FloatRange(min=0), help="G EMA half-life in kimg [default: preset, 10].")
+@click.option("--ema-rampup", type=click.FloatRange(min=0),
+              help="EMA half-life at most RATIO x images seen early on; 0 = constant [default: preset: 0 = "
+                   "official, tiny 0.05].")
+@click.option("--trunc", "truncation_psi", type=click.FloatRange(0, 1),
+              help="Truncation psi of every training forward and the snapshot grids, toward the tracked w "
+                   "average; 1 = none [default: 0.5, the official G_main's]. Metrics never truncate.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam lr of G and D [default: 0.002].")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), help="Train for this many thousand images.")
 @click.option("--mirror/--no-mirror", default=None, help="Random horizontal flips [default: on].")

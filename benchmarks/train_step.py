@@ -41,7 +41,8 @@ def _timed_step(c, state, info, phases, batch, step):
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
     t0 = time.perf_counter()
-    training_loop.training_step(c, state, info, phases, batch, {}, None)
+    # The same synthetic batch serves as the G and the D batch (the loop fetches one of each per step).
+    training_loop.training_step(c, state, info, phases, [batch] * len(training_loop.BATCH_PARTS), {}, None)
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
     return time.perf_counter() - t0

@@ -75,7 +75,7 @@ def test_r1_matches_analytic_penalty():
 def test_logistic_losses_and_gradient_routing():
     img, mask, z = _batch()
     G, D = TinyG(), LinearD()
-    loss = CoModGANLoss(G, D, style_mixing_prob=0.0)
+    loss = CoModGANLoss(G, D, style_mixing_prob=0.0, truncation_psi=1.0)
     D.requires_grad_(False)
     stats = loss.g_main(img, mask, z)
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_l1_term_only_when_enabled():
 def test_style_mixing_probability():
     img, mask, z = _batch()
     G = TinyG()
-    loss = CoModGANLoss(G, LinearD(), style_mixing_prob=0.0)
+    loss = CoModGANLoss(G, LinearD(), style_mixing_prob=0.0, truncation_psi=1.0)
     loss.run_G(img, mask, z)
     assert G.mapping.calls == 1
     loss.style_mixing_prob = 1.0

@@ -8,13 +8,20 @@ import re
 
 from dnnlib import EasyDict, UserError
 
-# Published CoModGAN training (FFHQ/Places2, reused for CelebA-HQ): Adam lr 0.002, betas (0, 0.99), eps 1e-8,
-# total batch 32, R1 gamma 10 every 16 D steps, G EMA half-life 10 kimg, style mixing 0.5, mirror only,
-# 8-layer mapping with z = w = 512, no path length term, no L1.
+# Published CoModGAN training (FFHQ/Places2, reused for CelebA-HQ), as the official TF code runs it
+# (run_training.py, training/training_loop.py, training/co_mod_gan.py G_main; README "Training recipe"):
+# - Adam lr 0.002, betas (0, 0.99), eps 1e-8, total batch 32; lazy regularisation rescales lr and betas of BOTH
+#   optimizers (training_loop "Setup optimizers"): G with g_reg_interval 4 although CoModGAN has no G
+#   regulariser, D with d_reg_interval 16 (R1 gamma 10 every 16 D steps);
+# - G EMA half-life 10 kimg, constant from the first step (Gs_beta, no ramp-up): ema_rampup None;
+# - truncation psi 0.5 in every training forward, G and D phases, after style mixing (G_main's default
+#   truncation_psi, not reset when is_training); the snapshot grids use it too; metrics use none;
+# - style mixing 0.5, w average beta 0.995 updated in every training forward, 8-layer mapping with z = w = 512,
+#   no path length term, no L1; mirror flips (our choice: the official run_training.py default is off).
 _PUBLISHED = dict(
-    batch=32, gamma=10.0, ema_kimg=10.0, ema_rampup=0.05, lr=0.002, betas=(0.0, 0.99), eps=1e-8,
-    d_reg_interval=16, g_reg_interval=4, style_mixing_prob=0.5, pl_weight=0.0, l1_weight=0.0, mirror=True,
-    tick_kimg=4.0, snap=50, kimg=25000,
+    batch=32, gamma=10.0, ema_kimg=10.0, ema_rampup=None, lr=0.002, betas=(0.0, 0.99), eps=1e-8,
+    d_reg_interval=16, g_reg_interval=4, style_mixing_prob=0.5, truncation_psi=0.5, pl_weight=0.0, l1_weight=0.0,
+    mirror=True, tick_kimg=4.0, snap=50, kimg=25000,
     G=dict(z_dim=512, w_dim=512, channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256,
            mapping_kwargs=dict(num_layers=8)),
     D=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256),
@@ -37,8 +44,11 @@ def _preset(resolution, batch_gpu, **overrides):
 PRESETS = {
     # CPU sanity runs at 32x32: narrow layers, 2-layer mapping with z = w = 64, batch 8. Gamma is the published
     # 10 scaled by (32/512)^2 * (32/8), the resolution/batch scaling of stylegan2-ada's heuristic; the EMA
-    # half-life scales with the batch (10 kimg * 8/32).
-    "tiny": _preset(32, 8, batch=8, gamma=0.2, ema_kimg=2.5, tick_kimg=1.0, snap=10, kimg=100,
+    # half-life scales with the batch (10 kimg * 8/32) and ramps up (half-life <= 0.05 x images seen), so that
+    # runs of a few kimg do not average in the random initial weights. Every other choice (optimizer rescaling,
+    # truncation 0.5 in training, fresh batches per phase, w average) is the official one; each is a key here
+    # or a train.py option, so the preset can be tuned.
+    "tiny": _preset(32, 8, batch=8, gamma=0.2, ema_kimg=2.5, ema_rampup=0.05, tick_kimg=1.0, snap=10, kimg=100,
                     G=dict(z_dim=64, w_dim=64, channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None,
                            mapping_kwargs=dict(num_layers=2)),
                     D=dict(channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None)),
@@ -63,12 +73,16 @@ def build_config(opts, world_size=1, overrides=None):
     c = EasyDict(cfg=opts.cfg, data=opts.data, data_val=opts.get("data_val"), mask=opts.mask, outdir=opts.outdir)
     c.resolution = p["resolution"]
     for key in ("batch", "gamma", "ema_kimg", "lr", "kimg", "tick_kimg", "snap", "mirror", "pl_weight",
-                "l1_weight", "style_mixing_prob", "ema_rampup"):
+                "l1_weight", "style_mixing_prob", "ema_rampup", "truncation_psi"):
         value = opts.get(key)
         c[key] = p[key] if value is None else value
+    if not c.ema_rampup:  # --ema-rampup 0 turns the ramp-up off
+        c.ema_rampup = None
     c.betas, c.eps = list(p["betas"]), p["eps"]
+    # Both intervals rescale the optimizers (official lazy regularisation); g_reg_interval also spaces the
+    # path-length steps, which run only when pl_weight != 0.
     c.d_reg_interval = p["d_reg_interval"]
-    c.g_reg_interval = p["g_reg_interval"] if c.pl_weight != 0 else None
+    c.g_reg_interval = p["g_reg_interval"]
     c.world_size = int(world_size)
     c.batch_gpu = opts.get("batch_gpu") or max(1, min(c.batch // max(c.world_size, 1), p["batch_gpu"]))
     c.metrics = _parse_metrics(opts.get("metrics"))

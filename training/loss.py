@@ -11,17 +11,23 @@ from torch_utils.misc import assert_mask_convention
 class CoModGANLoss:
     """Accumulates gradients for one phase at a time; each phase method runs backward and returns detached stats.
 
+    Every generator forward here is a training forward of the official G_main (training/co_mod_gan.py,
+    is_training=True): it updates the tracked w average from this batch's mapping output (before mixing), mixes
+    styles, then truncates all layers toward that average by `truncation_psi` (0.5 in the official training,
+    whose "Validate arguments" block resets only truncation_cutoff when is_training), in the G and D phases alike.
+
     Stats are per-sample sums (so the caller can average over rounds and ranks exactly) keyed by name.
     Randomness (style-mixing cutoff, mixing z, generator noise, path-length noise) comes from torch's global
     RNG, which the training loop re-seeds from the step counter so that runs are reproducible and resumable.
     """
 
-    def __init__(self, G, D, r1_gamma=10.0, style_mixing_prob=0.5, pl_weight=0.0, pl_decay=0.01,
-                 pl_batch_shrink=2, l1_weight=0.0):
+    def __init__(self, G, D, r1_gamma=10.0, style_mixing_prob=0.5, truncation_psi=0.5, pl_weight=0.0,
+                 pl_decay=0.01, pl_batch_shrink=2, l1_weight=0.0):
         self.G = G                                  # Generator (not wrapped: gradients are all-reduced by hand)
         self.D = D                                  # Discriminator
         self.r1_gamma = float(r1_gamma)             # R1 weight; the penalty is |grad|^2 * gamma / 2
         self.style_mixing_prob = float(style_mixing_prob)
+        self.truncation_psi = float(truncation_psi)  # training truncation, all layers (official 0.5; 1 = none)
         self.pl_weight = float(pl_weight)           # 0 disables path length regularisation (CoModGAN default)
         self.pl_decay = float(pl_decay)             # running-mean decay of the path lengths
         self.pl_batch_shrink = int(pl_batch_shrink)
@@ -29,8 +35,11 @@ class CoModGANLoss:
         self.pl_mean = None                         # lazily created on the right device
 
     # -- building blocks ------------------------------------------------------------------------------------
-    def run_G(self, img, mask, z, update_emas=False):
-        """Map z (with style mixing), then inpaint. Returns (composited image, ws)."""
+    def run_G(self, img, mask, z, update_emas=True):
+        """Map z (updating the w average), mix styles, truncate, inpaint. Returns (composited image, ws).
+
+        ws is what the synthesis receives (after truncation); the path-length term differentiates with respect to
+        it. update_emas=False leaves the w average alone (callers outside a training step)."""
         ws = self.G.mapping(z, update_emas=update_emas)
         if self.style_mixing_prob > 0 and ws.shape[1] > 1:
             # Drawn on the CPU generator: no device sync, and the same decision on every device type.
@@ -38,6 +47,10 @@ class CoModGANLoss:
                 cutoff = int(torch.randint(1, ws.shape[1], []))
                 mixed = self.G.mapping(torch.randn_like(z), update_emas=False)
                 ws = torch.cat([ws[:, :cutoff], mixed[:, cutoff:]], dim=1)
+        if self.truncation_psi != 1:
+            # Toward the average as updated by this very forward (the official update op runs before the
+            # dlatents are read); all layers, no cutoff.
+            ws = self.G.mapping.w_avg.to(ws.dtype).lerp(ws, self.truncation_psi)
         return self.G(img, mask, ws=ws), ws
 
     def run_D(self, img, mask):
@@ -77,7 +90,7 @@ class CoModGANLoss:
         """Discriminator: softplus(D(fake)) + softplus(-D(real)), both conditioned on the mask."""
         assert_mask_convention(mask, "mask (D phase)")
         with torch.no_grad():
-            fake, _ws = self.run_G(real_img, mask, z, update_emas=True)
+            fake, _ws = self.run_G(real_img, mask, z)
         fake_logits = self.run_D(fake, mask)
         real_logits = self.run_D(real_img.detach(), mask)
         loss = F.softplus(fake_logits) + F.softplus(-real_logits)
@@ -98,8 +111,9 @@ class CoModGANLoss:
 def ema_beta(batch_size, ema_kimg, cur_nimg, ema_rampup=None):
     """Per-step EMA decay for a half-life of `ema_kimg` thousand images, shortened early on by `ema_rampup`.
 
-    With rampup r, the half-life is min(ema_kimg * 1000, cur_nimg * r) images, so the average does not drag in
-    the random initial weights for the first few hundred kimg.
+    Without rampup (None, the official recipe) it is constant: Gs_beta = 0.5 ** (minibatch / (G_smoothing_kimg *
+    1000)) of the official training_loop.py. With rampup r (our `tiny` preset), the half-life is
+    min(ema_kimg * 1000, cur_nimg * r) images, so a short run does not drag in the random initial weights.
     """
     ema_nimg = ema_kimg * 1000
     if ema_rampup is not None:

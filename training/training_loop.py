@@ -124,10 +124,16 @@ def step_seed(seed, step, *tags):
     return int(np.random.SeedSequence([int(seed), int(step), *map(int, tags)]).generate_state(1)[0])
 
 
-class StepSampler(torch.utils.data.Sampler):
-    """Yields, for each step from `start_step` on, this rank's share of the step's global batch.
+# The (real, mask) batches of one step: the official loop runs data_fetch_op before the G step and again before
+# the D step (training_loop.py, "Run training ops"); the G path-length and D R1 steps reuse their phase's batch.
+BATCH_PARTS = ("G", "D")
 
-    The global batch (image indices, mirror flips, mask seeds) depends only on (seed, step): it is identical
+
+class StepSampler(torch.utils.data.Sampler):
+    """Yields, for each step from `start_step` on, this rank's share of the step's global batches, one per
+    entry of BATCH_PARTS (the G batch, then the D batch).
+
+    A global batch (image indices, mirror flips, mask seeds) depends only on (seed, step, part): it is identical
     for any number of ranks, workers or rounds, and after a resume.
     """
 
@@ -136,8 +142,8 @@ class StepSampler(torch.utils.data.Sampler):
         self.num_images, self.batch, self.rank, self.world_size = num_images, batch, rank, world_size
         self.seed, self.mirror, self.start_step = seed, mirror, start_step
 
-    def items(self, step):
-        rng = np.random.default_rng(step_seed(self.seed, step, 1))
+    def items(self, step, part=0):
+        rng = np.random.default_rng(step_seed(self.seed, step, 1, part))
         idx = rng.integers(self.num_images, size=self.batch)
         flip = rng.random(self.batch) < 0.5 if self.mirror else np.zeros(self.batch, dtype=bool)
         mask_seed = rng.integers(2**63 - 1, size=self.batch)
@@ -148,7 +154,8 @@ class StepSampler(torch.utils.data.Sampler):
     def __iter__(self):
         step = self.start_step
         while True:
-            yield self.items(step)
+            for part in range(len(BATCH_PARTS)):
+                yield self.items(step, part)
             step += 1
 
 
@@ -206,30 +213,35 @@ def build_state(c, info):
     G_ema.load_state_dict(G.state_dict())
     opt_G = _adam(G, c, c.g_reg_interval)
     opt_D = _adam(D, c, c.d_reg_interval)
-    loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob, pl_weight=c.pl_weight,
-                        l1_weight=c.l1_weight)
+    loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob,
+                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight)
     return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss,
                     cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0)
 
 
 def _adam(module, c, reg_interval):
     # Lazy regularisation: the main loss steps 1 of every interval + 1 optimizer steps, so lr and betas are
-    # rescaled by mb_ratio = interval / (interval + 1) to keep the per-image dynamics of a non-lazy run.
+    # rescaled by mb_ratio = interval / (interval + 1) to keep the per-image dynamics of a non-lazy run. The
+    # official loop does it for both optimizers whether or not a regulariser exists (training_loop.py, "Setup
+    # optimizers"): G gets 4/5 although CoModGAN has no G regulariser.
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
     betas = (float(c.betas[0]) ** ratio, float(c.betas[1]) ** ratio)
     return torch.optim.Adam(module.parameters(), lr=c.lr * ratio, betas=betas, eps=c.eps)
 
 
 def make_phases(c, state):
-    """The phases in the order they run in a step; `tag` keys the per-phase seeds, `z` the step latents used."""
-    phases = [EasyDict(name="Gmain", module=state.G, opt=state.opt_G, interval=1, method="g_main", z="G", tag=0)]
+    """The phases in the order they run in a step; `tag` keys the per-phase seeds, `z` the step latents used,
+    `data` the step batch (BATCH_PARTS) it reads: the regularisation phases reuse their main phase's batch."""
+    phases = [EasyDict(name="Gmain", module=state.G, opt=state.opt_G, interval=1, method="g_main", z="G", tag=0,
+                       data="G")]
     if c.pl_weight != 0:
         phases.append(EasyDict(name="Greg", module=state.G, opt=state.opt_G, interval=c.g_reg_interval,
-                               method="g_pl", z="Greg", tag=1))
-    phases.append(EasyDict(name="Dmain", module=state.D, opt=state.opt_D, interval=1, method="d_main", z="D", tag=2))
+                               method="g_pl", z="Greg", tag=1, data="G"))
+    phases.append(EasyDict(name="Dmain", module=state.D, opt=state.opt_D, interval=1, method="d_main", z="D", tag=2,
+                           data="D"))
     if c.gamma != 0:
         phases.append(EasyDict(name="Dreg", module=state.D, opt=state.opt_D, interval=c.d_reg_interval,
-                               method="d_r1", z=None, tag=3))
+                               method="d_r1", z=None, tag=3, data="D"))
     return phases
 
 
@@ -329,14 +341,22 @@ def _reduce_and_check(c, state, info, name, module, stats, tick_stats, last_snap
         tick_stats[key] = (total + value, count + c.batch)
 
 
-def training_step(c, state, info, phases, batch, tick_stats, last_snapshot):
+def _to_device(batch, device):
     img, mask = batch
-    img = img.to(info.device, non_blocking=True).to(torch.float32) / 127.5 - 1
-    mask = mask.to(info.device, non_blocking=True)
+    img = img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+    return img, mask.to(device, non_blocking=True)
+
+
+def training_step(c, state, info, phases, batches, tick_stats, last_snapshot):
+    """One step: `batches` holds one (uint8 img, mask) batch per entry of BATCH_PARTS, in that order."""
+    if len(batches) != len(BATCH_PARTS):
+        raise ValueError(f"training_step: expected {len(BATCH_PARTS)} batches ({', '.join(BATCH_PARTS)}), "
+                         f"got {len(batches)}")
+    data = {part: _to_device(batch, info.device) for part, batch in zip(BATCH_PARTS, batches)}
     latents = step_latents(c, state.step, state.G.z_dim)
     for phase in phases:
         if state.step % phase.interval == 0:
-            run_phase(c, state, info, phase, (img, mask), latents, tick_stats, last_snapshot)
+            run_phase(c, state, info, phase, data[phase.data], latents, tick_stats, last_snapshot)
     distributed.average_float_buffers_(state.G)
     state.cur_nimg += c.batch
     state.step += 1
@@ -383,6 +403,8 @@ def save_grid(images, grid, path):
 
 @torch.no_grad()
 def write_fakes(c, state, info, grid_data, path):
+    """The snapshot grid from G_ema with the training truncation (the official loop calls plain Gs.run, whose
+    default truncation_psi is 0.5); noise const and dropout off, so that grids compare across snapshots."""
     img, mask, z = grid_data
     out = []
     starts = range(0, img.shape[0], c.batch_gpu)
@@ -390,7 +412,7 @@ def write_fakes(c, state, info, grid_data, path):
     for i in tqdm(starts, desc="grid", leave=False, disable=len(starts) < 8 or not sys.stderr.isatty()):
         sl = slice(i, i + c.batch_gpu)
         out.append(state.G_ema(img[sl].to(info.device), mask[sl].to(info.device), z=z[sl].to(info.device),
-                               noise_mode="const").cpu())
+                               truncation_psi=c.truncation_psi, noise_mode="const").cpu())
     save_grid(torch.cat(out), c.grid, path)
 
 
@@ -432,11 +454,17 @@ def tick_line(record):
 
 
 def run_metrics(c, state, info, log, snapshot_path, metric_main):
-    """Evaluate c.metrics on G_ema with `metric_main` (the registry launch() was given)."""
+    """Evaluate c.metrics on G_ema with `metric_main` (the registry launch() was given).
+
+    As calc_metrics.py does by default, and as the official metrics do (is_validation=True: no truncation; the
+    global-code dropout always on): no truncation, dropout on, the registry's default batch size (calc_metrics.py
+    --batch has the same default; noise and dropout draws are seeded per batch). So a snapshot evaluated here and
+    by `calc_metrics.py --network SNAPSHOT --seed SEED` with the same data, mask spec and process count gives the
+    same numbers."""
     for metric in c.metrics:
         result = metric_main.calc_metric(metric, G=state.G_ema, data_path=c.data_val or c.data, mask_spec=c.mask,
                                          device=info.device, seed=c.seed, rank=info.rank,
-                                         num_gpus=info.world_size, batch_size=c.batch_gpu,
+                                         num_gpus=info.world_size, G_kwargs=dict(dropout=True),
                                          progress=info.is_main, num_workers=c.workers)
         if info.is_main:
             metric_main.report_metric(result, run_dir=log.run_dir, snapshot_path=snapshot_path)
@@ -479,7 +507,8 @@ def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=N
     tick_stats = {}
     try:
         while True:
-            training_step(c, state, info, phases, next(loader), tick_stats, last_snapshot)
+            batches = [next(loader) for _part in BATCH_PARTS]
+            training_step(c, state, info, phases, batches, tick_stats, last_snapshot)
             done = state.cur_nimg >= c.kimg * 1000
             if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + c.tick_kimg * 1000:
                 continue
