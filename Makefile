@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-requirements
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# opencv-contrib-python-headless replaced opencv-python-headless; both install cv2, so drop the old one first.
+	$(PY) -m pip uninstall --quiet --disable-pip-version-check -y opencv-python-headless
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	cp requirements.txt $(STAMP)
 

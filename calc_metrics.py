@@ -1,14 +1,24 @@
-"""Command line: evaluate a generator snapshot (or an OpenCV baseline) with FID, P-IDS/U-IDS and pixel metrics on
-a validation set, for one or more mask specs; prints a table and writes JSON.
+"""Command line: evaluate generator snapshots and traditional baselines with FID, P-IDS/U-IDS and pixel metrics on a
+validation set, for one or more mask specs.
+
+One method, no --outdir: prints a table and writes JSON (--out), as before:
 
     python calc_metrics.py --network run/network-snapshot-001000.pt --data val.zip \\
         --mask center,free-form-small,free-form-large --metrics fid10k,ids10k,pix2k --out results.json
     python calc_metrics.py --baseline telea --data val.zip --mask free-form --metrics pix2k
+
+Several methods (or --outdir): the comparison run (metrics/comparison.py), writing results.json, results.md,
+results.csv, holes.png and sheet.png into --outdir:
+
+    python calc_metrics.py --network ours=run/network-snapshot-025000.pt --baseline telea,ns,patchmatch \\
+        --data val.zip --mask center,free-form-small,free-form-large --metrics fid_full,ids_full,pix_full \\
+        --outdir results/comparison
 """
 
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -19,7 +29,7 @@ import torch
 from dnnlib import EasyDict, UserError
 from inference.impls import impl_option
 from metrics import metric_main
-from metrics.baselines import BASELINE_METHODS
+from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, check_baseline_name
 
 
 def split_mask_specs(values):
@@ -48,12 +58,32 @@ def split_metrics(value):
     return metrics
 
 
+def split_baselines(values):
+    """--baseline values, comma-separated or repeated -> names ('default' stands for DEFAULT_BASELINES); an unknown
+    name is a UserError listing the valid ones."""
+    names = [t.strip() for value in values for t in str(value).split(",") if t.strip()]
+    names = [n for name in names for n in (DEFAULT_BASELINES if name == "default" else [name])]
+    for name in names:
+        check_baseline_name(name)
+    return list(dict.fromkeys(names))  # a repeated name is one method
+
+
+def is_comparison(cfg):
+    return cfg.outdir is not None or len(cfg.networks) + len(cfg.baselines) > 1
+
+
 def check_inputs(cfg):
     """Fail before any process starts or any weight loads."""
-    if (cfg.network is None) == (cfg.baseline is None):
-        raise UserError("give exactly one of --network SNAPSHOT or --baseline telea|ns")
-    if cfg.network is not None and not os.path.isfile(cfg.network):
-        raise UserError(f"--network {cfg.network}: no such file")
+    if not cfg.networks and not cfg.baselines:
+        raise UserError(f"give at least one --network SNAPSHOT or --baseline NAME ({', '.join(BASELINE_METHODS)})")
+    if is_comparison(cfg) and cfg.outdir is None:
+        raise UserError("several methods make a comparison: give --outdir DIR for its files (results.md, ...)")
+    from metrics.comparison import split_network_arg
+
+    for value in cfg.networks:
+        path = split_network_arg(value)[1]
+        if not os.path.isfile(path):
+            raise UserError(f"--network {path}: no such file")
     if not os.path.exists(cfg.data):
         raise UserError(f"--data {cfg.data}: no such file or folder")
     if cfg.num_gpus > 1 and cfg.device.startswith("cuda") and torch.cuda.device_count() < cfg.num_gpus:
@@ -66,18 +96,26 @@ def build_inpainter(cfg, device):
 
         return make_baseline(cfg.baseline)
     from inference.loading import load_generator
+    from metrics.comparison import split_network_arg
 
-    return load_generator(cfg.network, device, ema=True).set_impl(cfg.impl)
+    return load_generator(split_network_arg(cfg.network)[1], device, ema=True).set_impl(cfg.impl)
 
 
-def evaluate(cfg, rank=0):
-    """Every (mask, metric) pair on this rank; rank 0 returns the list of result dicts, other ranks None."""
+def _device_for_rank(cfg, rank):
     from torch_utils.misc import resolve_device
 
     device = resolve_device(cfg.device)
     if device.type == "cuda" and cfg.num_gpus > 1:
         device = torch.device("cuda", rank)
         torch.cuda.set_device(device)
+    return device
+
+
+def evaluate(cfg, rank=0):
+    """One method: every (mask, metric) pair on this rank; rank 0 returns the list of result dicts, others None."""
+    if is_comparison(cfg):
+        return evaluate_comparison(cfg, rank)
+    device = _device_for_rank(cfg, rank)
     G = build_inpainter(cfg, device)
     G_kwargs = dict(dropout=cfg.dropout) if cfg.network is not None else {}
     results = []
@@ -91,6 +129,19 @@ def evaluate(cfg, rank=0):
                 print(f"{spec:<24s} {metric:<10s} done in {result.total_time_str}", file=sys.stderr)
                 results.append(dict(result))
     return results if rank == 0 else None
+
+
+def evaluate_comparison(cfg, rank=0):
+    """Every method x mask x metric (metrics/comparison.py); rank 0 returns the record, others None."""
+    from metrics.comparison import build_methods, run_comparison
+
+    device = _device_for_rank(cfg, rank)
+    methods, dataset = build_methods(cfg.networks, cfg.baselines, data_path=cfg.data, device=device, impl=cfg.impl,
+                                     dropout=cfg.dropout)
+    return run_comparison(methods, dataset, cfg.masks, cfg.metrics, device=device, seed=cfg.seed,
+                          detector=cfg.detector, detector_explicit=cfg.detector is not None, batch_size=cfg.batch,
+                          cache_dir=cfg.cache_dir, sheet_count=cfg.sheet, rank=rank, num_gpus=cfg.num_gpus,
+                          data_path=cfg.data)
 
 
 def format_table(results):
@@ -118,6 +169,15 @@ def write_json(path, cfg, results):
 
 
 def finish(cfg, results):
+    if is_comparison(cfg):
+        from metrics.report_files import markdown_table, table_notes, write_results
+
+        paths = write_results(cfg.outdir, results)
+        if cfg.out:  # a copy of results.json where the single-method mode would write
+            shutil.copyfile(paths["results.json"], cfg.out)
+        print("\n".join(table_notes(results) + [""] + markdown_table(results)))
+        print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+        return
     print(format_table(results))
     if cfg.out:
         write_json(cfg.out, cfg, results)
@@ -156,9 +216,11 @@ def run(cfg):
 
 
 @click.command()
-@click.option("--network", "network", type=str, default=None, help="Generator snapshot (.pt) to evaluate.")
-@click.option("--baseline", type=click.Choice(sorted(BASELINE_METHODS)), default=None,
-              help="Evaluate OpenCV's traditional inpainting (Telea or Navier-Stokes) instead of a network.")
+@click.option("--network", "networks", type=str, multiple=True,
+              help="Generator snapshot (.pt or official .pkl) to evaluate; repeatable; LABEL=PATH names its row.")
+@click.option("--baseline", "baselines", type=str, multiple=True,
+              help=f"Traditional method(s), comma-separated or repeated: {', '.join(BASELINE_METHODS)}, or "
+                   f"'default' for {','.join(DEFAULT_BASELINES)}.")
 @click.option("--data", type=str, required=True, help="Validation images: a zip or a folder.")
 @click.option("--mask", "masks", type=str, multiple=True, required=True,
               help="Mask spec(s), comma-separated or repeated: center, free-form-small, free-form:0.2-0.4, ...")
@@ -170,7 +232,11 @@ def run(cfg):
               help="Inception TorchScript file or URL (default: $COMODGAN_DETECTOR, then the public URL).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the evaluation masks and latents.")
-@click.option("--out", type=str, default=None, help="Write all results to this JSON file.")
+@click.option("--out", type=str, default=None, help="One method: write all results to this JSON file.")
+@click.option("--outdir", type=str, default=None,
+              help="Comparison files (results.json/.md/.csv, holes.png, sheet.png) go here; needed with >1 method.")
+@click.option("--sheet", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Comparison: validation images per protocol in sheet.png (0: no sheet).")
 @click.option("--dropout/--no-dropout", default=True, show_default=True,
               help="Keep the global code's dropout on at inference, as the official CoModGAN evaluation does.")
 @click.option("--device", type=str, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -179,11 +245,16 @@ def run(cfg):
 @click.option("--cache-dir", type=str, default=None,
               help="Download / real-statistics cache (default $COMODGAN_CACHE_DIR or ~/.cache/comodgan).")
 def main(**kwargs):
-    """Evaluate an inpainting snapshot or a traditional baseline with the published protocols."""
+    """Evaluate inpainting snapshots and traditional baselines with the published protocols (several methods: a
+    comparison table, plot and sheet in --outdir)."""
     cfg = EasyDict(kwargs)
     try:
         cfg.masks = split_mask_specs(cfg.masks)
         cfg.metrics = split_metrics(cfg.metrics)
+        cfg.baselines = split_baselines(cfg.baselines)
+        cfg.networks = list(cfg.networks)
+        cfg.network = cfg.networks[0] if len(cfg.networks) == 1 else None  # the single-method mode's fields
+        cfg.baseline = cfg.baselines[0] if len(cfg.baselines) == 1 else None
         run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,7 +3,9 @@ same paired features reported alongside, as the official release does."""
 
 import numpy as np
 import sklearn.svm
+import torch
 
+from dnnlib import UserError
 from metrics import metric_utils
 from metrics.frechet_inception_distance import fid_from_features
 
@@ -28,10 +30,27 @@ def ids_from_features(real, fake):
     return p_ids, u_ids
 
 
+def check_ids_size(metric, num_items, num_images, num_features):
+    """UserError unless the IDS of `metric` rests on at least `num_features` distinct validation images.
+
+    With fewer points than feature dimensions a linear SVM separates real from inpainted features by memorising
+    them, so U-IDS is 0 and P-IDS noise whatever the inpainter: the numbers would look valid and mean nothing.
+    """
+    distinct = min(int(num_items), int(num_images))
+    if distinct < num_features:
+        raise UserError(f"{metric}: P-IDS/U-IDS need at least {num_features} distinct validation images (the "
+                        f"detector's feature size); this run has {distinct} ({num_images} in the validation set, "
+                        f"{num_items} items). With fewer, the SVM separates real from inpainted by memorising them. "
+                        "Use a larger validation set, or leave the ids metric out")
+
+
 def compute_ids(opts, G, dataset, num_items):
     """P-IDS, U-IDS and FID over N paired items (real image i % len, its inpainted version). NaN on ranks != 0."""
     detector, _detector_id = metric_utils.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
                                                         opts.num_gpus)
+    probe = torch.zeros([1, 3, 32, 32], dtype=torch.uint8, device=opts.device)
+    check_ids_size(f"ids{num_items}", num_items, len(dataset),
+                   metric_utils.detector_features(detector, probe).shape[1])
     all_idx, rows = [], []
     for pairs in metric_utils.iterate_eval_pairs(opts, G, dataset, num_items):
         all_idx.extend(pairs.indices)

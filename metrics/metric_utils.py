@@ -268,6 +268,12 @@ def item_z(seed, index, z_dim):
     return np.random.default_rng([int(seed), int(index)]).standard_normal(z_dim).astype(np.float32)
 
 
+def item_seed(seed, index):
+    """The seed of evaluation item `index` for inpainters with a randomised search (PatchMatch): like item_z, it
+    depends only on (seed, index)."""
+    return int(np.random.SeedSequence([int(seed), int(index), 1]).generate_state(1)[0])
+
+
 def to_uint8(img):
     """[-1, 1] float images -> uint8, rounding so that u8 -> float -> u8 is exact on known pixels."""
     return ((img + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -345,6 +351,8 @@ def _run_inpainter(opts, G, real, mask, batch):
         torch.manual_seed(batch_seed)
         if isinstance(G, torch.nn.Module):
             out = G(img * mask, mask, z, **opts.G_kwargs)
+        elif getattr(G, "takes_seeds", False):
+            out = G(img * mask, mask, z, seeds=[item_seed(opts.seed, i) for i in batch])
         else:
             out = G(img * mask, mask, z)
     assert_shape(out, list(img.shape), "inpainted images")

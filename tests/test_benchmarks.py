@@ -4,7 +4,7 @@ import re
 
 from click.testing import CliRunner
 
-from benchmarks import generator, train_step
+from benchmarks import baselines, generator, train_step
 
 
 def test_generator_benchmark_prints_time_flops_and_params():
@@ -29,3 +29,11 @@ def test_train_step_benchmark_times_the_tiny_preset():
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert re.search(r"^tiny\s+cpu\s+32\s+2\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+$", result.output, re.M), result.output
+
+
+def test_baselines_benchmark_prints_seconds_per_image():
+    args = ["--resolution", "32", "--method", "telea", "--method", "patchmatch", "--mask", "center", "--repeats", "1"]
+    result = CliRunner().invoke(baselines.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^(\S+)\s+32\s+center\s+0\.25\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
+    assert [r[0] for r in rows] == ["telea", "patchmatch"], result.output

@@ -60,18 +60,25 @@ def test_demo_end_to_end_shortened(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "report.html" in proc.stdout
     report = (outdir / "report.md").read_text()
-    for method in ("CoModGAN tiny (ours)", "OpenCV Telea", "OpenCV Navier-Stokes"):
-        for spec in ("center", "free-form-large"):
-            row = [line for line in report.splitlines() if line.startswith(f"| {method} | {spec} |")]
-            assert len(row) == 1, (method, spec, report)
-            values = [float(v) for v in row[0].strip("|").split("|")[2:6]]
-            assert all(np.isfinite(values)) and 0 <= values[0] <= 1 and 0 < values[2]  # L1 in hole, PSNR
+    for method in ("CoModGAN tiny (ours)", "Telea", "Navier-Stokes", "PatchMatch"):
+        row = [line for line in report.splitlines() if line.startswith(f"| {method} |")]
+        assert len(row) == 1, (method, report)
+        values = [float(v.strip(" *")) for v in row[0].strip("|").split("|")[1:]]
+        assert len(values) == 3 * 4 and all(np.isfinite(values))  # 3 protocols x (L1 hole, L1, PSNR, SSIM)
+        assert all(0 <= v <= 1 for v in values[0::4]) and all(v > 0 for v in values[2::4])
+    for spec in ("center", "free-form-small", "free-form-large"):
+        assert f"{spec} · PSNR ↑" in report
+    assert "FID and P-IDS/U-IDS not requested" in report
     html = (outdir / "report.html").read_text()
-    assert html.count("<tr>") == 7 and "comparison-center.png" in html
+    assert html.count("<tr>") == 2 + 4 and "comparison-center.png" in html and "comparison/sheet.png" in html
     for spec in ("center", "free-form-large"):
         sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{spec}.png"))
-        assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 6 * 32 * 4  # 5 faces x (input, 2 baselines, 2 seeds...)
+        # 5 faces x (input, 3 baselines, 2 seeds, original), enlarged 4x
+        assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 7 * 32 * 4
         grids = [f for f in os.listdir(outdir / "generate" / spec) if f.endswith("-grid.png")]
         assert len(grids) == 5
-    with open(outdir / "metrics" / "network.json", encoding="utf-8") as f:
-        assert json.load(f)["results"][0]["metric"] == "pix20"
+    with open(outdir / "comparison" / "results.json", encoding="utf-8") as f:
+        record = json.load(f)
+    assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 4
+    for name in ("holes.png", "sheet.png", "results.csv"):
+        assert (outdir / "comparison" / name).is_file()

@@ -3,6 +3,7 @@ calc_metric end to end on tiny generated data with a tiny TorchScript detector (
 
 import io
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -15,7 +16,7 @@ from skimage.metrics import structural_similarity
 
 from dnnlib import UserError
 from metrics import metric_main, metric_utils, pixel_metrics
-from metrics.baselines import make_baseline
+from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, inpaint_image, list_baselines, make_baseline
 from metrics.frechet_inception_distance import fid_from_features, fid_from_stats
 from metrics.inception_discriminative_score import ids_from_features
 
@@ -27,19 +28,20 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated
 
 
 class TinyDetector(torch.nn.Module):
-    """Inception's calling convention at toy size: uint8 [N, 3, H, W] in, resized internally, 32-d features."""
+    """Inception's calling convention at toy size: uint8 [N, 3, H, W] in, resized internally, 4-d features (so that
+    P-/U-IDS accept validation sets of 4 images and more)."""
 
     def __init__(self):
         super().__init__()
         gen = torch.Generator().manual_seed(0)
-        self.weight = torch.nn.Parameter(torch.randn([8, 3, 3, 3], generator=gen) * 0.5)
-        self.fc = torch.nn.Parameter(torch.randn([10, 32], generator=gen))
+        self.weight = torch.nn.Parameter(torch.randn([4, 3, 3, 3], generator=gen) * 0.5)
+        self.fc = torch.nn.Parameter(torch.randn([10, 4], generator=gen))
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         x = img.to(torch.float32) / 127.5 - 1
         x = F.interpolate(x, size=[16, 16], mode="bilinear", align_corners=False)
         x = torch.tanh(F.conv2d(x, self.weight, stride=2, padding=1))
-        feats = F.adaptive_avg_pool2d(x, 2).flatten(1)
+        feats = F.adaptive_avg_pool2d(x, 1).flatten(1)
         if return_features:
             return feats
         return torch.softmax(feats @ self.fc.t(), dim=1)
@@ -221,7 +223,7 @@ def test_detector_loads_and_bad_files_give_clear_errors(tmp_path, tiny_detector,
     module, detector_id = metric_utils.load_detector(tiny_detector, "cpu")
     assert detector_id.startswith("tiny-detector-")
     feats = metric_utils.detector_features(module, torch.zeros([2, 3, 24, 24], dtype=torch.uint8))
-    assert feats.shape == (2, 32)
+    assert feats.shape == (2, 4)
     monkeypatch.setenv("COMODGAN_DETECTOR", tiny_detector)
     assert metric_utils.load_detector(None, "cpu")[0] is module
     corrupt = tmp_path / "inception-2015-12-05.pt"
@@ -287,18 +289,62 @@ def test_download_cache_retries_renames_atomically_and_reuses(tmp_path, monkeypa
 # ---------------------------------------------------------------------------------------------------------------------
 # Baselines.
 
-@pytest.mark.parametrize("name", ["telea", "ns"])
-def test_opencv_baselines_keep_known_pixels_and_fill_holes(name):
-    img = torch.full([2, 3, 16, 16], 0.2)
-    img[:, :, :, 8:] = -0.4
-    mask = torch.ones([2, 1, 16, 16])
-    mask[:, :, 6:10, 2:5] = 0
+@pytest.mark.parametrize("name", list(BASELINE_METHODS))
+def test_baselines_keep_known_pixels_and_fill_holes(name):
+    # 32 pixels: PatchMatch's 7x7 patches leave too little image at 16 (it then blends in stray values).
+    img = torch.full([2, 3, 32, 32], 0.2)
+    img[:, :, :, 16:] = -0.4
+    mask = torch.ones([2, 1, 32, 32])
+    mask[:, :, 12:20, 4:10] = 0
     out = make_baseline(name)(img * mask, mask, None)
     assert out.shape == img.shape
     assert torch.equal(out * mask, img * mask)
-    np.testing.assert_allclose(out[:, :, 6:10, 2:5].numpy(), 0.2, atol=3 / 127.5)  # flat region stays ~flat
+    hole = out[:, :, 12:20, 4:10].numpy()
+    if name == "shiftmap":  # it shifts whole regions in, here maybe the other half's colour
+        assert np.minimum(np.abs(hole - 0.2), np.abs(hole + 0.4)).max() <= 3 / 127.5
+    else:
+        np.testing.assert_allclose(hole, 0.2, atol=3 / 127.5)  # flat region stays ~flat
     with pytest.raises(UserError, match="baseline"):
         make_baseline("fmm")
+
+
+def test_patchmatch_on_one_image_keeps_known_pixels_fills_holes_and_follows_its_seed():
+    colours = np.array([[200, 40, 40], [30, 60, 220]], np.uint8)
+    image = colours[(np.arange(64) // 8) % 2][None].repeat(64, axis=0)  # vertical stripes, 8 pixels wide
+    mask = np.ones([64, 64], np.float32)
+    mask[21:43, 16:38] = 0
+    out = inpaint_image("patchmatch", image, mask, seed=3)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert np.array_equal(out[mask == 1], image[mask == 1])
+    assert not np.array_equal(out[mask == 0], np.zeros_like(out[mask == 0]))  # the hole holds image colours
+    def hole_error(result):
+        return np.abs(result.astype(int) - image)[mask == 0].mean()
+
+    # Patches continue the stripes into the hole; diffusion (Telea) smears them into a blend.
+    assert hole_error(out) < 0.5 * hole_error(inpaint_image("telea", image, mask))
+    assert np.array_equal(out, inpaint_image("patchmatch", image, mask, seed=3))
+    assert not np.array_equal(out, inpaint_image("patchmatch", image, mask, seed=4))
+    with pytest.raises(ValueError, match="1 = known"):
+        inpaint_image("patchmatch", image, mask.astype(np.uint8))
+    assert list_baselines()[:3] == ["telea", "ns", "patchmatch"] and DEFAULT_BASELINES == ("telea", "ns", "patchmatch")
+
+
+def test_patchmatch_that_cannot_load_is_a_clear_error(monkeypatch):
+    from patchmatch import patch_match
+
+    monkeypatch.setattr(patch_match, "patchmatch_available", False)
+    with pytest.raises(UserError, match="native library"):
+        make_baseline("patchmatch")
+    assert "patchmatch" not in list_baselines() and "patchmatch" in list_baselines(include_unavailable=True)
+    monkeypatch.setitem(sys.modules, "patchmatch", None)  # not installed at all
+    with pytest.raises(UserError, match="pip install pypatchmatch"):
+        make_baseline("patchmatch")
+
+
+def test_ids_refuses_fewer_distinct_images_than_feature_dimensions(tmp_path, tiny_detector):
+    small = make_zip(tmp_path / "three.zip", 3, 16)
+    with pytest.raises(UserError, match="at least 4 distinct validation images"):
+        _calc("ids10", make_baseline("telea"), small, tiny_detector, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

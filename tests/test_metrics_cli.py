@@ -29,6 +29,7 @@ def test_split_mask_specs_keeps_mixed_specs_together():
         "center", "free-form-small", "free-form-large"]
     assert calc_metrics.split_mask_specs(["mixed:free-form=0.8,center=0.2,center"]) == [
         "mixed:free-form=0.8,center=0.2", "center"]
+    assert calc_metrics.split_baselines(["telea,default", "shiftmap"]) == ["telea", "ns", "patchmatch", "shiftmap"]
 
 
 def test_cli_baseline_telea_end_to_end(files, tmp_path):
@@ -49,7 +50,8 @@ def test_cli_baseline_telea_end_to_end(files, tmp_path):
 
 def test_cli_errors_exit_2_with_a_message(files, tmp_path):
     cases = [
-        (["--baseline", "telea", "--network", files["detector"]], "exactly one of --network"),
+        (["--baseline", "telea", "--network", files["detector"]], "give --outdir"),
+        (["--baseline", "telea,fmm"], "--baseline fmm: unknown method (choose from telea, ns, patchmatch"),
         (["--baseline", "telea", "--metrics", "fud10k"], "unknown metric 'fud10k'"),
         (["--baseline", "telea", "--mask", "squiggle"], "squiggle"),
         (["--network", tmp_path / "missing.pt"], "missing.pt: no such file"),

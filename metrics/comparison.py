@@ -1,0 +1,358 @@
+"""The comparison run: several inpainters (networks and traditional baselines) x several mask protocols on the same
+validation images, masks and latents, every requested metric from one inpainting pass per (method, protocol).
+
+Item i of a protocol is validation image i % len(dataset) with mask eval_mask(spec, res, seed, i) and the latent
+(or, for PatchMatch, the search seed) drawn from (seed, i): every method sees the same inputs, and a rerun gives
+the same numbers. Values are named as calc_metric names them (`pix2k_psnr`, `fid10k`, `ids10k_pids`, ...), so the
+figures equal those of separate single-metric runs with the same batch size.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dnnlib import EasyDict, UserError
+from metrics import metric_main, metric_utils, pixel_metrics
+
+DETECTOR_KINDS = ("fid", "ids")  # metric kinds that need the Inception detector
+HOLE_PLOT_SCHEME = "nvidia"  # holes.png x axis: NVIDIA's 10% buckets (0-60%) resolve small and large masks alike
+
+
+@dataclass
+class Method:
+    """One row of the comparison table."""
+
+    key: str  # unique id in results.json
+    label: str  # row name in the tables and column name in the sheet
+    kind: str  # 'network' or 'baseline'
+    source: str  # snapshot path or baseline name
+    inpainter: object = field(repr=False)  # Generator or metrics.baselines.Baseline
+    G_kwargs: dict = field(default_factory=dict)  # extra arguments of a Generator call (dropout)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building the methods: every check that can fail runs here, before the first image is inpainted.
+
+def _unique_labels(labels):
+    """Labels made unique by numbering repeats ('a', 'a (2)')."""
+    seen, out = {}, []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
+
+
+def split_network_arg(value):
+    """'LABEL=PATH' -> (LABEL, PATH); a plain PATH (or an existing file whose name holds '=') -> (None, PATH)."""
+    value = str(value)
+    if "=" in value and not os.path.isfile(value):
+        label, path = value.split("=", 1)
+        if label.strip():
+            return label.strip(), path
+    return None, value
+
+
+def build_methods(networks, baselines, *, data_path, device, impl="fast", dropout=True):
+    """Methods for `networks` ([LABEL=]PATH each) and `baselines` (names), in that order.
+
+    Opens the validation set first: an empty set, a snapshot of another resolution than the data, an unknown
+    baseline or a baseline whose library cannot load is a UserError before any evaluation.
+    """
+    from inference.loading import load_generator
+    from metrics.baselines import make_baseline
+
+    dataset = metric_utils.open_eval_dataset(data_path)
+    built = []
+    for value in networks:
+        label, path = split_network_arg(value)
+        if not os.path.isfile(path):
+            raise UserError(f"--network {path}: no such file")
+        G = load_generator(path, device, ema=True).set_impl(impl)
+        metric_utils.open_eval_dataset(data_path, G.img_resolution)  # the resolution check, naming both
+        built.append((label or os.path.basename(path), "network", path, G, dict(dropout=dropout)))
+    for name in baselines:
+        baseline = make_baseline(name)
+        built.append((baseline.label, "baseline", name, baseline, {}))
+    if not built:
+        raise UserError("give at least one --network SNAPSHOT or --baseline NAME")
+    labels = _unique_labels([b[0] for b in built])
+    keys = _unique_labels([os.path.splitext(os.path.basename(b[2]))[0] if b[1] == "network" else b[2]
+                           for b in built])
+    methods = [Method(key=k.replace(" ", ""), label=lab, kind=kind, source=src, inpainter=inp, G_kwargs=kw)
+               for k, lab, (_l, kind, src, inp, kw) in zip(keys, labels, built)]
+    return methods, dataset
+
+
+def plan_metrics(metrics, num_images):
+    """{metric name: (kind, item count)}; `<kind>_full` counts the validation images."""
+    plan = {}
+    for name in metrics:
+        kind, count = metric_main.parse_metric(name)
+        plan[name] = (kind, num_images if count is None else count)
+    return plan
+
+
+def code_version():
+    """`git describe --always --dirty` of this checkout, or 'unknown' outside a git work tree."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_detector(opts, plan, num_images, detector_explicit):
+    """(module, info) for the FID/IDS metrics of `plan`, or (None, info) with the reason in info.note.
+
+    A detector the user named (--detector) that fails is an error; the default one (environment variable or the
+    public URL) failing turns FID/IDS off with a note in the table, so that an offline pixel comparison still runs.
+    The IDS size check needs the feature width, so it runs here too, before any inpainting.
+    """
+    from metrics.inception_discriminative_score import check_ids_size
+
+    wanted = sorted({kind for kind, _n in plan.values() if kind in DETECTOR_KINDS})
+    if not wanted:
+        return None, EasyDict(available=False, note="FID and P-IDS/U-IDS not requested (--metrics)")
+    try:
+        module, detector_id = metric_utils.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
+                                                         opts.num_gpus)
+    except metric_utils.DetectorError as err:
+        if detector_explicit:
+            raise
+        return None, EasyDict(available=False, note=f"FID and P-IDS/U-IDS not computed: no detector ({err})")
+    probe = torch.zeros([1, 3, 32, 32], dtype=torch.uint8, device=opts.device)
+    num_features = metric_utils.detector_features(module, probe).shape[1]
+    for name, (kind, count) in plan.items():
+        if kind == "ids":
+            check_ids_size(name, count, num_images, num_features)
+    source = metric_utils.resolve_detector_source(opts.detector)
+    path = source if os.path.isfile(source) else metric_utils.download_cached(source, opts.cache_dir)
+    return module, EasyDict(available=True, source=source, id=detector_id, sha256=_file_sha256(path),
+                            num_features=int(num_features), note=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One pass: every metric of one method under one protocol.
+
+class _Collector:
+    """Per-item rows of one pass, kept with their item indices so that ranks can be gathered in item order."""
+
+    def __init__(self):
+        self.idx, self.rows = [], []
+
+    def add(self, index, row):
+        self.idx.append(index)
+        self.rows.append(np.asarray(row, np.float64).reshape(-1))
+
+    def gather(self, opts):
+        rows = np.stack(self.rows) if self.rows else np.zeros([0, 0])
+        return metric_utils.gather_rows(opts, self.idx, rows)
+
+
+def _gather_objects(opts, obj):
+    """Rank 0 gets the merged dicts of all ranks; the others get None."""
+    if not metric_utils.ddp_active(opts):
+        return obj
+    parts = [None] * opts.num_gpus
+    torch.distributed.all_gather_object(parts, obj)
+    if opts.rank != 0:
+        return None
+    merged = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
+    """The named values of one pass, as calc_metric would name them."""
+    from metrics.frechet_inception_distance import fid_from_features, fid_from_stats
+    from metrics.inception_discriminative_score import ids_from_features
+
+    values = {}
+    for name, (kind, count) in plan.items():
+        if kind == "pix":
+            res = pixel_metrics.summarize_rows(pix_rows[:count])
+        elif kind == "fid" and fake_feats is not None:
+            fake = metric_utils.FeatureStats(capture_mean_cov=True)
+            fake.append(fake_feats[:count])
+            res = {"fid": fid_from_stats(*real_stats[name].get_mean_cov(), *fake.get_mean_cov())}
+        elif kind == "ids" and fake_feats is not None:
+            p_ids, u_ids = ids_from_features(real_feats[:count], fake_feats[:count])
+            res = {"pids": p_ids, "uids": u_ids, "fid": fid_from_features(real_feats[:count], fake_feats[:count])}
+        else:
+            continue
+        values.update({(name if key == kind else f"{name}_{key}"): value for key, value in res.items()})
+    return values
+
+
+def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
+    """Inpaint items 0..N-1 of protocol `spec` with `method` once (N: the largest metric count) and compute every
+    metric of `plan` on its share of them. Rank 0 returns EasyDict(figures, rows, hole_ratio, sheet); others None.
+    rows: the per-item pixel rows (pixel_metrics.ROW_FIELDS) of the largest pix count, for the hole-ratio plot.
+    sheet: {item: fake uint8 [H, W, 3]} for items < sheet_count."""
+    num_items = max(count for _kind, count in plan.values())
+    n_pix = max([c for k, c in plan.values() if k == "pix"], default=0)
+    n_feat = max([c for k, c in plan.values() if k in DETECTOR_KINDS], default=0) if detector is not None else 0
+    n_real = max([c for k, c in plan.values() if k == "ids"], default=0) if detector is not None else 0
+    pass_opts = EasyDict(opts, mask_spec=spec, G_kwargs=method.G_kwargs, progress=False)
+    pix, fake_f, real_f, ratios = _Collector(), _Collector(), _Collector(), _Collector()
+    sheet = {}
+    share = len(metric_utils.rank_indices(num_items, opts.rank, opts.num_gpus))
+    tag = f"{method.label} | {spec}" + (f" (rank 0 of {opts.num_gpus})" if opts.num_gpus > 1 else "")
+    bar = tqdm(total=share, desc=tag, unit="img", file=sys.stderr, leave=True,
+               disable=not opts.progress or opts.rank != 0, dynamic_ncols=True)
+    for pairs in metric_utils.iterate_eval_pairs(pass_opts, method.inpainter, opts.dataset, num_items):
+        real, fake = pairs.real.cpu().numpy(), pairs.fake.cpu().numpy()
+        masks = pairs.mask.cpu().numpy()[:, 0]
+        keep_feat = [k for k, i in enumerate(pairs.indices) if i < n_feat]
+        feats = metric_utils.detector_features(detector, pairs.fake[keep_feat]) if keep_feat else None
+        keep_real = [k for k, i in enumerate(pairs.indices) if i < n_real]
+        rfeats = metric_utils.detector_features(detector, pairs.real[keep_real]) if keep_real else None
+        for k, i in enumerate(pairs.indices):
+            ratios.add(i, [1.0 - float(masks[k].mean(dtype=np.float64))])
+            if i < n_pix:
+                pix.add(i, pixel_metrics.pixel_row(real[k], fake[k], masks[k]))
+            if i < sheet_count:
+                sheet[i] = fake[k].transpose(1, 2, 0).copy()
+        for pos, k in enumerate(keep_feat):
+            fake_f.add(pairs.indices[k], feats[pos])
+        for pos, k in enumerate(keep_real):
+            real_f.add(pairs.indices[k], rfeats[pos])
+        bar.update(len(pairs.indices))
+    bar.close()
+    pix_rows, fake_feats, real_feats, ratios = (c.gather(opts) for c in (pix, fake_f, real_f, ratios))
+    sheet = _gather_objects(opts, sheet)
+    if opts.rank != 0:
+        return None
+    pix_rows = pix_rows.reshape(-1, len(pixel_metrics.ROW_FIELDS))
+    values = _pass_values(plan, pix_rows, fake_feats if n_feat else None, real_feats, real_stats)
+    return EasyDict(figures=values, rows=pix_rows, hole_ratio=float(ratios.mean()) if ratios.size else float("nan"),
+                    sheet=sheet)
+
+
+def _sheet_inputs(opts, spec, sheet_count):
+    """{item: (real uint8 [H, W, 3], mask [H, W])} for items < sheet_count of protocol `spec`."""
+    from data.masks import eval_mask
+
+    items = {}
+    for i in range(min(sheet_count, len(opts.dataset))):
+        img = np.asarray(opts.dataset[i])
+        img = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
+        items[i] = (img.transpose(1, 2, 0).copy(), eval_mask(spec, opts.resolution, opts.seed, i))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole run.
+
+def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, detector=None, detector_explicit=False,
+                   batch_size=16, cache_dir=None, sheet_count=8, num_workers=None, progress=True, rank=0,
+                   num_gpus=1, data_path=None):
+    """Evaluate every method under every protocol (mask spec) with every metric of `metrics`.
+
+    methods: from build_methods; dataset: the validation ImageDataset it returned; protocols: mask specs.
+    Returns on rank 0 a JSON-able dict (see report_files.write_results for the files made of it) plus the sheet
+    pictures under the key '_sheets'; None on the other ranks. Under DDP every rank must call this.
+    """
+    start = time.time()
+    from torch_utils.misc import resolve_device
+
+    device = resolve_device(device)
+    for spec in protocols:
+        metric_main._check_mask_spec(spec, dataset.resolution, seed)  # a bad spec fails before any work
+    plan = plan_metrics(metrics, len(dataset))
+    opts = EasyDict(dataset=dataset, resolution=dataset.resolution, device=device, seed=int(seed), rank=rank,
+                    num_gpus=num_gpus, detector=detector, batch_size=int(batch_size), cache_dir=cache_dir,
+                    progress=progress, G_kwargs={},
+                    num_workers=(3 if device.type == "cuda" else 0) if num_workers is None else int(num_workers))
+    module, det_info = prepare_detector(opts, plan, len(dataset), detector_explicit)
+    real_stats = {}
+    if module is not None:
+        for name, (kind, count) in plan.items():
+            if kind == "fid":
+                real_stats[name] = metric_utils.compute_real_stats(opts, dataset, module, det_info.id,
+                                                                   min(count, len(dataset)))
+    if not det_info.available:
+        plan = {name: (kind, count) for name, (kind, count) in plan.items() if kind not in DETECTOR_KINDS}
+        if not plan:
+            raise UserError(f"{det_info.note}; no metric left to compute (add a pix metric, e.g. pix2k)")
+    for method in methods:
+        method.inpainter = metric_utils.prepare_inpainter(method.inpainter)
+    # The sheet shows items that every pass inpaints anyway: the first ones, fewer if the set or the counts are small.
+    sheet_count = min(int(sheet_count), len(dataset), max(count for _kind, count in plan.values()))
+    results, rows, ratios, sheets = {}, {}, {}, {}
+    for spec in protocols:
+        sheets[spec] = dict(inputs=_sheet_inputs(opts, spec, sheet_count), fakes={})
+        for method in methods:
+            out = evaluate_pass(opts, method, spec, plan, module, real_stats, sheet_count)
+            if rank != 0:
+                continue
+            results.setdefault(method.key, {})[spec] = out.figures
+            rows.setdefault(method.key, {})[spec] = out.rows
+            ratios[spec] = out.hole_ratio
+            sheets[spec]["fakes"][method.key] = out.sheet
+    if rank != 0:
+        return None
+    return _record(methods, protocols, plan, dataset, data_path, seed, batch_size, det_info, results, rows, ratios,
+                   sheets, time.time() - start)
+
+
+def _pooled_buckets(methods, protocols, rows):
+    """{method key: {bucket label: {field: value, num}}} over the pixel rows of all protocols together."""
+    from data.masks import HOLE_BUCKETS
+
+    pooled = {}
+    for method in methods:
+        parts = [rows[method.key][spec] for spec in protocols if len(rows[method.key][spec])]
+        if not parts:
+            continue
+        summary = pixel_metrics.summarize_rows(np.concatenate(parts))
+        buckets = {}
+        for lo, hi in HOLE_BUCKETS[HOLE_PLOT_SCHEME]:
+            label = f"{round(lo * 100)}-{round(hi * 100)}%"
+            prefix = f"{HOLE_PLOT_SCHEME}:{label}/"
+            fields = {k[len(prefix):]: v for k, v in summary.items() if k.startswith(prefix)}
+            if fields:
+                buckets[label] = fields
+        pooled[method.key] = buckets
+    return pooled
+
+
+def _record(methods, protocols, plan, dataset, data_path, seed, batch_size, det_info, results, rows, ratios, sheets,
+            total_time):
+    from metrics.baselines import BASELINE_METHODS
+
+    return dict(
+        protocol=dict(data=str(data_path or dataset.path), num_images=len(dataset), resolution=dataset.resolution,
+                      seed=int(seed), batch=int(batch_size), metrics={n: dict(kind=k, num_items=c)
+                                                                      for n, (k, c) in plan.items()},
+                      masks=[dict(spec=spec, mean_hole_ratio=ratios.get(spec)) for spec in protocols],
+                      items=("item i: validation image i % num_images, mask eval_mask(spec, resolution, seed, i), "
+                             "latent / search seed from (seed, i); the same for every method"),
+                      detector=dict(det_info), code_version=code_version(), torch=torch.__version__,
+                      total_time_s=round(total_time, 1)),
+        methods=[dict(key=m.key, label=m.label, kind=m.kind, source=m.source,
+                      reference=BASELINE_METHODS[m.source].reference if m.kind == "baseline" else None,
+                      G_kwargs=m.G_kwargs) for m in methods],
+        results=results,
+        hole_buckets=dict(scheme=HOLE_PLOT_SCHEME, pooled_over=list(protocols),
+                          values=_pooled_buckets(methods, protocols, rows)),
+        _sheets=sheets,
+    )
