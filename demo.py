@@ -27,6 +27,9 @@ EVAL_MASKS = ("center", "free-form-small", "free-form-large")
 SHEET_MASKS = ("center", "free-form-large")  # the per-seed sheets, which show the diversity of the completions
 BASELINES = ("telea", "ns", "patchmatch")  # metrics.baselines.DEFAULT_BASELINES, named here so the demo is fixed
 NETWORK_LABEL = "CoModGAN tiny (ours)"
+# The global code's dropout at inference, on as calc_metrics.py (the official evaluation) runs it, so that the
+# per-seed sheets show completions drawn the way the table measured them.
+DROPOUT = True
 TRAIN_MASK = "mixed:free-form=0.5,center=0.5"
 RESOLUTION = 32  # the tiny preset's resolution
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -81,7 +84,7 @@ def generate_step(G, data, outdir, opts, device):
     """Inpaint every held-out face with each sheet mask over the seeds (generate.py's code path, grids on), and
     build one comparison sheet per mask: input | each baseline | ours per seed | original."""
     from data.image_io import read_image_rgb
-    from demo_lib.report import comparison_sheet, save_sheet
+    from demo_lib.report import comparison_sheet, save_sheet, seed_diversity
     from inference.user_files import list_images, run_generate, spec_mask_for_image
     from metrics.baselines import make_baseline
 
@@ -90,7 +93,7 @@ def generate_step(G, data, outdir, opts, device):
     for spec in SHEET_MASKS:
         gen_dir = os.path.join(outdir, "generate", spec)
         gen_opts = EasyDict(images=data.val_dir, masks=spec, seeds=opts.seeds, outdir=gen_dir, truncation_psi=1.0,
-                            noise_mode="const", dropout=False, mask_hole="white", mask_seed=0, grid=True,
+                            noise_mode="const", dropout=DROPOUT, mask_hole="white", mask_seed=0, grid=True,
                             batch_size=len(opts.seeds))
         summary = run_generate(G, gen_opts, device)
         if summary.failures:
@@ -105,7 +108,7 @@ def generate_step(G, data, outdir, opts, device):
                              baselines=[b.inpaint_image(img, mask, seed=0) for b in baselines]))
         rel = f"comparison-{spec}.png"
         save_sheet(comparison_sheet(rows), os.path.join(outdir, rel))
-        sheets.append((spec, rel))
+        sheets.append((spec, rel, seed_diversity(rows)))
     return sheets
 
 
@@ -122,10 +125,18 @@ def metrics_step(snapshot, data, outdir, opts):
         return json.load(f)
 
 
+def _diversity_text(div, num_seeds):
+    if div is None:
+        return "One seed: no diversity to measure."
+    return (f"Seed diversity: the {num_seeds} seeds' completions differ by a mean pairwise L1 of {div:.4f} "
+            f"inside the hole (|a - b| / 255, averaged over the faces).")
+
+
 def report_step(outdir, info, record, sheets, opts):
-    from demo_lib.report import sheet_header, write_report
+    from demo_lib.report import sheet_header, verdict_lines, write_report
     from metrics.baselines import BASELINE_METHODS
 
+    info = dict(info, table_note=" ".join([info["table_note"], *verdict_lines(record)]))
     header = " | ".join(sheet_header([BASELINE_METHODS[b].label for b in BASELINES], opts.seeds))
     captions = [("All methods by protocol", "comparison/sheet.png",
                  f"calc_metrics.py's sheet: the first {min(8, info['num_val'])} held-out faces under each protocol; "
@@ -133,7 +144,8 @@ def report_step(outdir, info, record, sheets, opts):
                 ("Pixel metrics by hole ratio", "comparison/holes.png",
                  "Each pixel metric against the hole-ratio bucket, the items of all protocols pooled.")]
     captions += [(f"Held-out faces, {spec} holes, several seeds", rel,
-                  f"Columns: {header}. Each row is a face never seen in training.") for spec, rel in sheets]
+                  f"Columns: {header}. Each row is a face never seen in training. "
+                  + _diversity_text(div, len(opts.seeds))) for spec, rel, div in sheets]
     return write_report(outdir, info, record, captions)
 
 
@@ -212,10 +224,8 @@ def _report_info(opts, data, snapshot, t0, t_train):
         ],
         num_val=data.num_val,
         table_note=(f"{opts.metric}: every held-out face is evaluated with several reproducible masks "
-                    f"(calc_metrics.py, seed {opts.seed}); all methods see identical images, masks and latents. "
-                    f"A network trained for minutes on {data.num_train} tiny faces is not expected to beat the "
-                    "baselines on pixel metrics; the demo shows the whole pipeline, and diverse completions "
-                    "(the seeds)."),
+                    f"(calc_metrics.py, seed {opts.seed}, dropout on); all methods see identical images, masks and "
+                    "latents."),
     )
 
 

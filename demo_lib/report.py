@@ -93,3 +93,54 @@ def write_report(outdir, info, record, sheets):
 def save_sheet(sheet, path):
     save_png(sheet, path)
     return path
+
+
+def seed_diversity(rows):
+    """How different the seeds' completions of one face are: the mean over faces of the mean pairwise L1
+    (|a - b| / 255 over the hole pixels and channels) between the seeds. rows: as for comparison_sheet.
+    None with fewer than two seeds (nothing to compare)."""
+    per_face = []
+    for row in rows:
+        ours = [np.asarray(o, np.float64) for o in row["ours"]]
+        hole = np.asarray(row["mask"]) == 0
+        if len(ours) < 2 or not hole.any():
+            continue
+        pairs = [np.abs(a - b)[hole].mean() / 255.0 for i, a in enumerate(ours) for b in ours[i + 1:]]
+        per_face.append(float(np.mean(pairs)))
+    return float(np.mean(per_face)) if per_face else None
+
+
+def verdict_lines(record):
+    """One sentence per protocol saying, from the numbers alone, on which pixel metrics the network beats every
+    baseline and on which it does not (and which baseline is ahead there)."""
+    tab = report_files.table(record)
+    kinds = {m["label"]: m["kind"] for m in record["methods"]}
+    nets = [r for r, (label, _v) in enumerate(tab["rows"]) if kinds.get(label) == "network"]
+    if not nets:
+        return []
+    net = nets[0]
+    lines = []
+    for spec in [m["spec"] for m in record["protocol"]["masks"]]:
+        wins, losses = [], []
+        for c, (col_spec, _key, header, fmt, better, scale) in enumerate(tab["columns"]):
+            ours = tab["rows"][net][1][c]
+            if col_spec != spec or ours is None:
+                continue
+            others = [(label, vals[c]) for r, (label, vals) in enumerate(tab["rows"]) if r != net
+                      and vals[c] is not None]
+            if not others:
+                continue
+            pick = min if better == "lower" else max
+            best_label, best = pick(others, key=lambda lv: lv[1])
+            shown = f"{header} {report_files.format_value(ours, fmt, scale)} vs " \
+                    f"{report_files.format_value(best, fmt, scale)}"
+            if (ours < best) if better == "lower" else (ours > best):
+                wins.append(f"{shown} ({best_label})")
+            else:
+                losses.append(f"{shown} ({best_label})")
+        text = f"{spec}: "
+        text += ("ours is better than every baseline on " + "; ".join(wins)) if wins else "ours beats no baseline"
+        if losses:
+            text += ("; behind the best baseline on " if wins else " on any column: ") + "; ".join(losses)
+        lines.append(text + ".")
+    return lines

@@ -82,3 +82,42 @@ def test_demo_end_to_end_shortened(tmp_path):
     assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 4
     for name in ("holes.png", "sheet.png", "results.csv"):
         assert (outdir / "comparison" / name).is_file()
+
+
+def test_seed_diversity_is_the_mean_pairwise_l1_inside_the_hole():
+    from demo_lib.report import seed_diversity
+
+    mask = np.ones((4, 4), np.float32)
+    mask[1:3, 1:3] = 0
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[1:3, 1:3] = 51  # 0.2 apart inside the hole
+    b[0, 0] = 255  # outside the hole: ignored
+    c = a.copy()
+    rows = [dict(mask=mask, ours=[a, b, c]), dict(mask=mask, ours=[a, a, a])]
+    # face 1: pairs (a, b) 0.2, (a, c) 0, (b, c) 0.2 -> 0.4 / 3; face 2: 0
+    assert abs(seed_diversity(rows) - 0.2 / 3) < 1e-12
+    assert seed_diversity([dict(mask=mask, ours=[a])]) is None
+
+
+def test_verdict_lines_say_where_the_network_wins_and_loses():
+    from demo_lib.report import verdict_lines
+
+    record = dict(
+        protocol=dict(masks=[dict(spec="center"), dict(spec="free-form-small")],
+                      metrics={"pix20": dict(kind="pix", num_items=20)}),
+        methods=[dict(key="net", label="ours", kind="network"), dict(key="t", label="Telea", kind="baseline"),
+                 dict(key="n", label="NS", kind="baseline")],
+        results={"net": {"center": dict(pix20_l1_hole=0.09, pix20_l1=0.02, pix20_psnr=24.0, pix20_ssim=0.63),
+                         "free-form-small": dict(pix20_l1_hole=0.12, pix20_l1=0.03, pix20_psnr=25.0,
+                                                 pix20_ssim=0.80)},
+                 "t": {"center": dict(pix20_l1_hole=0.11, pix20_l1=0.03, pix20_psnr=23.4, pix20_ssim=0.60),
+                       "free-form-small": dict(pix20_l1_hole=0.10, pix20_l1=0.02, pix20_psnr=26.5,
+                                               pix20_ssim=0.85)},
+                 "n": {"center": dict(pix20_l1_hole=0.10, pix20_l1=0.03, pix20_psnr=23.5, pix20_ssim=0.61),
+                       "free-form-small": dict(pix20_l1_hole=0.09, pix20_l1=0.02, pix20_psnr=27.0,
+                                               pix20_ssim=0.86)}})
+    center, small = verdict_lines(record)
+    assert center.startswith("center: ours is better than every baseline on L1 hole 0.0900 vs 0.1000 (NS)")
+    assert "behind" not in center and "PSNR 24.00 vs 23.50 (NS)" in center
+    assert small.startswith("free-form-small: ours beats no baseline") and "L1 hole 0.1200 vs 0.0900 (NS)" in small
