@@ -27,9 +27,12 @@ EVAL_MASKS = ("center", "free-form-small", "free-form-large")
 SHEET_MASKS = ("center", "free-form-large")  # the per-seed sheets, which show the diversity of the completions
 BASELINES = ("telea", "ns", "patchmatch")  # metrics.baselines.DEFAULT_BASELINES, named here so the demo is fixed
 NETWORK_LABEL = "CoModGAN tiny (ours)"
-# The global code's dropout at inference, on as calc_metrics.py (the official evaluation) runs it, so that the
-# per-seed sheets show completions drawn the way the table measured them.
+# The per-seed sheets draw completions the way calc_metrics.py measures them: the global code's dropout on (the
+# official evaluation) and fresh per-pixel noise (the Generator's default). 'const' noise would stamp one fixed
+# noise image into every face and seed, which reads as a grid of speckle wherever the network learned a strong
+# noise strength at 32x32.
 DROPOUT = True
+NOISE_MODE = "random"
 TRAIN_MASK = "mixed:free-form=0.5,center=0.5"
 RESOLUTION = 32  # the tiny preset's resolution
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,7 +96,7 @@ def generate_step(G, data, outdir, opts, device):
     for spec in SHEET_MASKS:
         gen_dir = os.path.join(outdir, "generate", spec)
         gen_opts = EasyDict(images=data.val_dir, masks=spec, seeds=opts.seeds, outdir=gen_dir, truncation_psi=1.0,
-                            noise_mode="const", dropout=DROPOUT, mask_hole="white", mask_seed=0, grid=True,
+                            noise_mode=NOISE_MODE, dropout=DROPOUT, mask_hole="white", mask_seed=0, grid=True,
                             batch_size=len(opts.seeds))
         summary = run_generate(G, gen_opts, device)
         if summary.failures:

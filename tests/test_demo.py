@@ -121,3 +121,17 @@ def test_verdict_lines_say_where_the_network_wins_and_loses():
     assert center.startswith("center: ours is better than every baseline on L1 hole 0.0900 vs 0.1000 (NS)")
     assert "behind" not in center and "PSNR 24.00 vs 23.50 (NS)" in center
     assert small.startswith("free-form-small: ours beats no baseline") and "L1 hole 0.1200 vs 0.0900 (NS)" in small
+
+
+def test_the_sheets_draw_completions_as_calc_metrics_measures_them():
+    # With 'const' noise one fixed noise image is stamped into every face and seed (a grid of speckle where the
+    # network learned a strong noise strength); calc_metrics.py calls G with its default noise and dropout on.
+    import inspect
+
+    import calc_metrics
+    import demo
+    from training.networks import Generator
+
+    assert demo.NOISE_MODE == inspect.signature(Generator.forward).parameters["noise_mode"].default == "random"
+    dropout = [p for p in calc_metrics.main.params if p.name == "dropout"][0]
+    assert demo.DROPOUT is dropout.default is True
