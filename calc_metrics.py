@@ -217,7 +217,8 @@ def run(cfg):
 
 @click.command()
 @click.option("--network", "networks", type=str, multiple=True,
-              help="Generator snapshot (.pt or official .pkl) to evaluate; repeatable; LABEL=PATH names its row.")
+              help="Generator to evaluate (snapshot .pt, official .pkl or the port's .pth); repeatable; LABEL=PATH "
+                   "names its row.")
 @click.option("--baseline", "baselines", type=str, multiple=True,
               help=f"Traditional method(s), comma-separated or repeated: {', '.join(BASELINE_METHODS)}, or "
                    f"'default' for {','.join(DEFAULT_BASELINES)}.")

@@ -12,6 +12,7 @@ import sys
 import click
 
 from dnnlib import EasyDict, UserError
+from inference.fit_names import fit_options
 from inference.impls import impl_option
 
 
@@ -25,7 +26,8 @@ def _seeds(ctx, param, value):
 
 
 @click.command()
-@click.option("--network", "network", required=True, metavar="SNAPSHOT", help="Snapshot .pt written by train.py.")
+@click.option("--network", "network", required=True, metavar="SNAPSHOT",
+              help="Snapshot .pt, official .pkl or the port's .pth (converted in memory).")
 @click.option("--images", required=True, metavar="PATH", help="An image file or a folder of images (any size).")
 @click.option("--masks", required=True, metavar="PATH|SPEC",
               help="A mask file, a folder of masks matched by stem (face.png <-> face.png or face_mask.png), "
@@ -51,6 +53,7 @@ def _seeds(ctx, param, value):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Seeds per forward pass.")
+@fit_options
 @impl_option
 def main(network, resolution, device, impl, **kwargs):
     """Fill the holes of each image once per seed, writing results at the image's original size."""
@@ -68,6 +71,8 @@ def main(network, resolution, device, impl, **kwargs):
     except UserError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    for note in summary.notes:
+        click.echo(f"note: {note}", err=True)
     done = summary.num_images - len(summary.failures)
     click.echo(f"{done} of {summary.num_images} images inpainted; {len(summary.written)} files in {kwargs['outdir']}")
     if summary.failures:

@@ -1,1 +1,2 @@
-"""Converters of foreign network files (the official CoModGAN TensorFlow pickles) into our snapshot format."""
+"""Converters of foreign network files (the official CoModGAN TensorFlow pickles, the PyTorch port's .pth
+generators) into our snapshot format."""

@@ -1,109 +1,127 @@
-"""How an image of any size meets the model: fitting it and its mask to the generator's square canvas, and
-pasting the generator's output back at the original size.
+"""How an image meets the model: the one place that picks the fit strategy (`resize`, `crop` or `face`) for a
+photo and runs it around a generator call, for generate.py, the Python API and the web app alike.
 
-Fit policy (the same for every image, whatever its size or aspect ratio):
+- `resize` (inference.fit_resize): the whole image on the model's canvas; right for aligned face crops.
+- `crop` (inference.fit_crop): a window around each group of holes at the photo's native resolution, so that
+  the completion is as sharp as the rest of a large photo.
+- `face` (inference.face_landmarks, inference.face_align): the face found and framed as FFHQ frames its faces
+  (eyes level, centred, at the training scale), warped in and the completion warped back.
 
-1. Hole pixels of the original are replaced by the mean colour of its known pixels, so that whatever was painted
-   over (or hidden) under the hole never leaks into the known context through the resampling filter.
-2. The whole image is resized, aspect ratio kept, so that its longer side equals the model resolution R
-   (Lanczos; downscale or upscale alike). Nothing is cropped away: an aligned face crop stays at the scale the
-   model was trained on, and every known pixel contributes context.
-3. The shorter side is reflect-padded to R x R; the mask is padded the same way, so padding that mirrors known
-   content counts as known and padding that mirrors a hole counts as hole.
-4. The mask is resized conservatively: a model pixel is known only if its whole footprint in the original is
-   known (any overlap with a hole makes it a hole), so the generator fills every region the user asked for.
-5. The generator's output is cropped back to the unpadded area, resized to the original size (Lanczos), and
-   composited with the original in uint8: every known pixel of the original is kept bit-exactly, only hole
-   pixels take the generated content.
+`auto` (the default) is `resize` for an image that already is square at the model's resolution (it is then taken
+to be an aligned crop, as the training images were) and `crop` otherwise: a phone photo keeps its detail, and
+`crop` never fails, where `face` needs a face that the detector finds. Every strategy keeps every known pixel of
+the photo bit-exact.
 """
 
 import dataclasses
 
-import numpy as np
-import PIL.Image
+from dnnlib import UserError
+from inference import face_align, fit_crop
+from inference.fit_names import (  # noqa: F401 (the names, re-exported)
+    DEFAULT_FIT,
+    FIT_CHOICES,
+    FIT_FALLBACKS,
+    FIT_STRATEGIES,
+)
+from inference.fit_resize import Placement, fit_to_model, paste_back, plan_fit  # noqa: F401 (the resize policy)
 
 
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where an H x W image sits inside the R x R model canvas (resized to inner_h x inner_w, then padded)."""
-
-    height: int
-    width: int
-    resolution: int
-    inner_h: int
-    inner_w: int
-    pad_top: int
-    pad_left: int
+class FitError(UserError):
+    """The photo cannot be fitted with the strategy asked for (no face found, several faces, a hole outside the
+    face's frame); the message names the image."""
 
 
-def plan_fit(height, width, resolution):
-    """Longer side -> resolution, aspect kept (at least 1 pixel), the rest split evenly as padding."""
-    scale = resolution / max(height, width)
-    inner_h = min(resolution, max(1, round(height * scale)))
-    inner_w = min(resolution, max(1, round(width * scale)))
-    pad_top, pad_left = (resolution - inner_h) // 2, (resolution - inner_w) // 2
-    return Placement(height, width, resolution, inner_h, inner_w, pad_top, pad_left)
+@dataclasses.dataclass
+class FitReport:
+    """What was done to one image, for the grid's overlay and the app."""
+
+    strategy: str  # the strategy that ran: resize, crop or face
+    asked: str  # the strategy asked for (auto, or a fallback's origin)
+    crops: list = dataclasses.field(default_factory=list)  # fit_crop.CropPlan of each window (crop)
+    faces: list = dataclasses.field(default_factory=list)  # every face_landmarks.Face found (face)
+    face_index: int = None  # which of them was framed
+    quad: object = None  # [4, 2] the model frame's corners in the photo (face)
+    placement: object = None  # fit_resize.Placement (resize)
+    note: str = ""  # why a fallback ran, if one did
+
+    @property
+    def face(self):
+        return None if self.face_index is None else self.faces[self.face_index]
 
 
-def _resize_rgb(img, width, height):
-    if img.shape[1] == width and img.shape[0] == height:
-        return img.copy()
-    return np.asarray(PIL.Image.fromarray(img).resize((width, height), PIL.Image.LANCZOS))
+def choose_fit(fit, height, width, resolution):
+    """The strategy that `fit` names for an H x W image; `auto` resolves as the module docstring says."""
+    if fit == "auto":
+        return "resize" if height == width == resolution else "crop"
+    if fit not in FIT_STRATEGIES:
+        raise UserError(f"fit {fit!r}: not one of {', '.join(FIT_CHOICES)}")
+    return fit
 
 
-def _footprints(size, out_size):
-    # Source index range [lo, hi) that overlaps each output pixel's footprint, in exact integer arithmetic.
-    i = np.arange(out_size, dtype=np.int64)
-    lo = (i * size) // out_size
-    hi = np.maximum(lo + 1, -((-(i + 1) * size) // out_size))
-    return lo, hi
+def check_fallback(fallback):
+    """A UserError unless fallback is None or one of FIT_FALLBACKS."""
+    if fallback not in (None,) + FIT_FALLBACKS:
+        raise UserError(f"fit fallback {fallback!r}: not one of {', '.join(FIT_FALLBACKS)}")
 
 
-def _any_resize(flags, out_h, out_w):
-    """bool [H, W] -> bool [out_h, out_w]: True where any source pixel under the output pixel's footprint is True
-    (a conservative resize: an output pixel is clear only if its whole footprint is clear)."""
-    lo, hi = _footprints(flags.shape[0], out_h)
-    cs = np.concatenate([np.zeros((1, flags.shape[1]), np.int64), np.cumsum(flags, axis=0, dtype=np.int64)])
-    rows = (cs[hi] - cs[lo]) > 0
-    lo, hi = _footprints(flags.shape[1], out_w)
-    cs = np.concatenate([np.zeros((out_h, 1), np.int64), np.cumsum(rows, axis=1, dtype=np.int64)], axis=1)
-    return (cs[:, hi] - cs[:, lo]) > 0
+def pick_face(img, name, face_index=None):
+    """(faces, index) of the face to frame: the only one, or face_index of several (counted left to right)."""
+    from inference.face_landmarks import detect_faces
+
+    faces = detect_faces(img)
+    if not faces:
+        raise FitError(f"{name}: no face found for --fit face (use --fit crop, or --fit-fallback crop)")
+    if face_index is None and len(faces) > 1:
+        where = ", ".join(f"{i}: x {f.box[0]:.0f}-{f.box[2]:.0f}" for i, f in enumerate(faces))
+        raise FitError(f"{name}: {len(faces)} faces found ({where}, left to right); pick one with --face-index")
+    index = face_index or 0
+    if not 0 <= index < len(faces):
+        raise FitError(f"{name}: --face-index {index}, but {len(faces)} face(s) found")
+    return faces, index
 
 
-def _pad_to_canvas(arr, p):
-    pads = [(p.pad_top, p.resolution - p.inner_h - p.pad_top), (p.pad_left, p.resolution - p.inner_w - p.pad_left)]
-    pads += [(0, 0)] * (arr.ndim - 2)
-    # np.pad's reflect mode reflects repeatedly, so it also covers pads longer than the image (thin strips).
-    return np.pad(arr, pads, mode="reflect") if max(arr.shape[:2]) > 1 else np.pad(arr, pads, mode="edge")
+def _fill_resize(img, mask, resolution, fill, report):
+    canvas, canvas_mask, placement = fit_to_model(img, mask, resolution)
+    report.placement = placement
+    return [paste_back(out, img, mask, placement) for out in fill(canvas, canvas_mask)]
 
 
-def _fill_holes_with_mean(img, mask):
-    known = mask == 1
-    out = img.copy()
-    if known.any():
-        out[~known] = np.round(img[known].reshape(-1, 3).mean(axis=0)).astype(np.uint8)
-    else:
-        out[:] = 128
-    return out
+def _fill_face(img, mask, resolution, fill, report, name, face_index):
+    # The landmarks come from the photo as given, hole pixels included: a hole over an eye hides it from the
+    # model, not from the detector, so the frame stays where the face is.
+    report.faces, report.face_index = pick_face(img, name, face_index)
+    face = report.face
+    quad = face_align.ffhq_quad(face.right_eye, face.left_eye, face.mouth)
+    canvas, canvas_mask, frame = face_align.fit_face(img, mask, quad, resolution)
+    report.quad = frame.quad
+    if frame.hole_outside:
+        raise FitError(f"{name}: {frame.hole_outside} hole pixel(s) lie outside the face's frame, which --fit face "
+                       "cannot fill (use --fit crop, or --fit-fallback crop)")
+    return [face_align.paste_face(out, img, mask, frame) for out in fill(canvas, canvas_mask)]
 
 
-def fit_to_model(img, mask, resolution):
-    """uint8 [H, W, 3] image and float32 [H, W] mask (1 = known) -> (float32 [3, R, R] in [-1, 1] with holes
-    zeroed, float32 [1, R, R] binary mask, Placement). See the module docstring for the policy."""
-    p = plan_fit(img.shape[0], img.shape[1], resolution)
-    small = _resize_rgb(_fill_holes_with_mean(img, mask), p.inner_w, p.inner_h)
-    small_mask = 1.0 - _any_resize(mask != 1, p.inner_h, p.inner_w).astype(np.float32)
-    canvas = _pad_to_canvas(small, p).astype(np.float32) / 127.5 - 1.0
-    canvas_mask = _pad_to_canvas(small_mask, p)
-    canvas = canvas.transpose(2, 0, 1) * canvas_mask[None]
-    return np.ascontiguousarray(canvas), canvas_mask[None].copy(), p
+def fit_and_fill(img, mask, resolution, fill, *, fit="auto", face_index=None, fallback="none", name="image"):
+    """Fill the holes of one photo through the model with the strategy `fit` (one of FIT_CHOICES).
 
-
-def paste_back(output, img, mask, p):
-    """Model output float [3, R, R] in [-1, 1] -> uint8 [H, W, 3] at the original size, known pixels of `img`
-    kept exactly (the composite is done in uint8, after every resampling step)."""
-    top, left = p.pad_top, p.pad_left
-    out = np.asarray(output, dtype=np.float32)[:, top : top + p.inner_h, left : left + p.inner_w]
-    out = np.clip(np.rint((out.transpose(1, 2, 0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    full = _resize_rgb(out, p.width, p.height)
-    return np.where((mask == 1)[..., None], img, full)
+    img: uint8 [H, W, 3]; mask: float32 [H, W], 1 = known. fill(canvas, canvas_mask) runs the generator on one
+    float32 [3, R, R] canvas in [-1, 1] and its [1, R, R] mask and returns a list of [3, R, R] outputs (one per
+    seed); it may be called several times (once per crop). face_index picks one of several faces; fallback
+    (FIT_FALLBACKS) is the strategy to run when `face` raises a FitError. Returns (one uint8 [H, W, 3] result per
+    seed, FitReport). Known pixels of img are kept bit-exactly by every strategy.
+    """
+    assert img.ndim == 3 and img.shape[2] == 3 and mask.shape == img.shape[:2], (img.shape, mask.shape)
+    strategy = choose_fit(fit, img.shape[0], img.shape[1], resolution)
+    check_fallback(fallback)
+    report = FitReport(strategy=strategy, asked=fit)
+    if strategy == "face":
+        try:
+            return _fill_face(img, mask, resolution, fill, report, name, face_index), report
+        except FitError as err:
+            if fallback in (None, "none"):
+                raise
+            strategy, report = fallback, FitReport(strategy=fallback, asked=fit, faces=report.faces,
+                                                   note=f"fell back to --fit {fallback}: {err}")
+    if strategy == "crop":
+        report.crops = fit_crop.plan_crops(mask, resolution)
+        return fit_crop.fill_crops(img, mask, report.crops, fill), report
+    return _fill_resize(img, mask, resolution, fill, report), report

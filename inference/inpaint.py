@@ -1,5 +1,5 @@
-"""Filling the holes of one image over several seeds: the seeds' latents, batching, and the generator call
-between fitting the image to the model and pasting the result back (inference.fitting).
+"""Filling the holes of one image over several seeds: the seeds' latents, batching, and the generator call that
+the chosen fit strategy (inference.fitting) wraps, once per canvas it makes.
 
 Each seed gives its own latent z = np.random.RandomState(seed).randn(z_dim) (the stylegan2-ada convention);
 with noise_mode 'random' (and any other randomness inside G, such as dropout on the global code) the torch RNG
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dnnlib import UserError
-from inference.fitting import fit_to_model, paste_back
+from inference.fitting import fit_and_fill
 from torch_utils.misc import assert_mask_convention
 
 
@@ -50,34 +50,56 @@ def seed_to_z(seed, z_dim):
 # Running the generator.
 
 
+def run_inpainter(G, img, mask, z, *, torch_seed=None, **G_kwargs):
+    """The one call of an inpainter that every user makes (generate.py, the web app, the metrics): G(img, mask, z)
+    without gradients, under torch_seed when given, with the caller's torch RNG left as it was.
+
+    G: a Generator (G_kwargs such as truncation_psi, noise_mode, dropout go to it) or any callable
+    fn(img, mask, z, **G_kwargs) -> img such as metrics.baselines' (G_kwargs: what it takes, e.g. seeds).
+    img float [N, 3, H, W] in [-1, 1], mask [N, 1, H, W] with 1 = known, z [N, z_dim] or None.
+    """
+    assert_mask_convention(mask, "inpaint mask")
+    devices = [img.device] if img.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        if torch_seed is not None:
+            torch.manual_seed(torch_seed)
+        return G(img, mask, z, **G_kwargs)
+
+
 def _run_generator(G, canvas, canvas_mask, seeds, device, truncation_psi, noise_mode, dropout, seed_torch):
     img = torch.from_numpy(canvas).to(device)[None].repeat(len(seeds), 1, 1, 1)
     mask = torch.from_numpy(canvas_mask).to(device)[None].repeat(len(seeds), 1, 1, 1)
-    assert_mask_convention(mask, "inpaint mask")
     z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in seeds])).to(device)
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if seed_torch:
-            torch.manual_seed(seeds[0])
-        out = G(img, mask, z=z, truncation_psi=truncation_psi, noise_mode=noise_mode, dropout=dropout)
+    out = run_inpainter(G, img, mask, z, torch_seed=seeds[0] if seed_torch else None,
+                        truncation_psi=truncation_psi, noise_mode=noise_mode, dropout=dropout)
     return out.float().cpu().numpy()
 
 
-def inpaint_image(G, img, mask, seeds, *, device, truncation_psi=1.0, noise_mode="const", dropout=False,
-                  batch_size=8):
+def inpaint_photo(G, img, mask, seeds, *, device, truncation_psi=1.0, noise_mode="const", dropout=False,
+                  batch_size=8, fit="auto", face_index=None, fit_fallback="none", name="image"):
     """Fill the holes of one uint8 [H, W, 3] image (mask float32 [H, W], 1 = known) once per seed.
 
-    Returns one uint8 [H, W, 3] result per seed. With noise_mode 'const' and no dropout the seeds run batched
-    (the output then depends on z only); with noise_mode 'random' or dropout=True (the global code's dropout,
-    on at inference in the official code) each seed runs alone under its own torch seed so that results stay
-    reproducible per seed whatever the batch size.
+    fit: auto, resize, crop or face (inference.fitting.FIT_CHOICES); face_index picks one of several faces and
+    fit_fallback (none, crop, resize) runs instead when the face fit cannot frame a face; name is the image's
+    name in error messages. Returns (one uint8 [H, W, 3] result per seed, fitting.FitReport). With noise_mode
+    'const' and no dropout the seeds run batched (the output then depends on z only); with noise_mode 'random'
+    or dropout=True (the global code's dropout, on at inference in the official code) each seed runs alone
+    under its own torch seed so that results stay reproducible per seed whatever the batch size.
     """
-    canvas, canvas_mask, p = fit_to_model(img, mask, G.img_resolution)
     per_seed_rng = noise_mode == "random" or dropout
     step = 1 if per_seed_rng else max(1, int(batch_size))
-    results = []
-    for i in range(0, len(seeds), step):
-        chunk = list(seeds[i : i + step])
-        outs = _run_generator(G, canvas, canvas_mask, chunk, device, truncation_psi, noise_mode, dropout,
-                              per_seed_rng)
-        results.extend(paste_back(o, img, mask, p) for o in outs)
-    return results
+
+    def fill(canvas, canvas_mask):
+        outs = []
+        for i in range(0, len(seeds), step):
+            outs.extend(_run_generator(G, canvas, canvas_mask, list(seeds[i : i + step]), device, truncation_psi,
+                                       noise_mode, dropout, per_seed_rng))
+        return outs
+
+    return fit_and_fill(img, mask, G.img_resolution, fill, fit=fit, face_index=face_index, fallback=fit_fallback,
+                        name=name)
+
+
+def inpaint_image(G, img, mask, seeds, **kwargs):
+    """inpaint_photo without the report: one uint8 [H, W, 3] result per seed (the same keyword arguments)."""
+    return inpaint_photo(G, img, mask, seeds, **kwargs)[0]

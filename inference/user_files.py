@@ -9,8 +9,9 @@ import tqdm
 
 from data.image_io import is_image_name, read_image_rgb, read_mask_file
 from dnnlib import EasyDict, UserError
-from inference.inpaint import InpaintError, inpaint_image
-from inference.pictures import make_grid, mask_to_png, save_png, show_hole
+from inference.fitting import FitError
+from inference.inpaint import InpaintError, inpaint_photo
+from inference.pictures import draw_fit, make_grid, mask_to_png, save_png, show_hole
 
 MASK_SUFFIX = "_mask"  # `face_mask.png` is the mask of `face.png`
 
@@ -100,7 +101,7 @@ def load_pair(image_path, mask_source, *, mask_is_spec, mask_hole, mask_seed):
 # The whole generate.py job.
 
 
-def _write_results(opts, image_path, img, mask, results, mask_is_spec):
+def _write_results(opts, image_path, img, mask, results, mask_is_spec, report):
     stem = _stem(image_path)
     paths = []
     for seed, res in zip(opts.seeds, results):
@@ -111,7 +112,7 @@ def _write_results(opts, image_path, img, mask, results, mask_is_spec):
     if opts.grid:
         cols = min(len(results) + 1, 9)
         paths.append(os.path.join(opts.outdir, f"{stem}-grid.png"))
-        save_png(make_grid([show_hole(img, mask)] + list(results), cols=cols), paths[-1])
+        save_png(make_grid([draw_fit(show_hole(img, mask), report)] + list(results), cols=cols), paths[-1])
     return paths
 
 
@@ -129,8 +130,9 @@ def run_generate(G, opts, device):
     """Inpaint every image of opts.images with the masks of opts.masks (folder, file or spec) for opts.seeds.
 
     opts: EasyDict(images, masks, seeds, outdir, truncation_psi, noise_mode, dropout, mask_hole, mask_seed, grid,
-    batch_size). Per-file problems are collected, not raised; returns EasyDict(written=[paths],
-    failures=[(image_path, message)], num_images).
+    batch_size, fit, face_index, fit_fallback); the fit options default to auto / none / none. Per-file problems
+    are collected, not raised; returns EasyDict(written=[paths], failures=[(image_path, message)], num_images,
+    notes=[messages of fallbacks that ran]).
     """
     mask_is_spec = not os.path.exists(opts.masks)
     if mask_is_spec:
@@ -138,7 +140,9 @@ def run_generate(G, opts, device):
     same_folder = os.path.isdir(opts.masks) and os.path.abspath(opts.masks) == os.path.abspath(opts.images)
     images = list_images(opts.images, exclude_masks=same_folder)
     os.makedirs(opts.outdir, exist_ok=True)
-    summary = EasyDict(written=[], failures=[], num_images=len(images))
+    summary = EasyDict(written=[], failures=[], num_images=len(images), notes=[])
+    fit_opts = dict(fit=opts.get("fit", "auto"), face_index=opts.get("face_index"),
+                    fit_fallback=opts.get("fit_fallback", "none"))
     seen = {}
     for image_path in tqdm.tqdm(images, desc="inpainting", unit="img", disable=len(images) < 2):
         try:
@@ -147,12 +151,15 @@ def run_generate(G, opts, device):
             seen[_stem(image_path)] = image_path
             img, mask = load_pair(image_path, opts.masks, mask_is_spec=mask_is_spec, mask_hole=opts.mask_hole,
                                   mask_seed=opts.mask_seed)
-        except InpaintError as err:
+            results, report = inpaint_photo(G, img, mask, opts.seeds, device=device,
+                                            truncation_psi=opts.truncation_psi, noise_mode=opts.noise_mode,
+                                            dropout=opts.dropout, batch_size=opts.batch_size, name=image_path,
+                                            **fit_opts)
+        except (InpaintError, FitError) as err:
             message = str(err) if image_path in str(err) else f"{image_path}: {err}"
             summary.failures.append((image_path, message))
             continue
-        results = inpaint_image(G, img, mask, opts.seeds, device=device, truncation_psi=opts.truncation_psi,
-                                noise_mode=opts.noise_mode, dropout=opts.dropout,
-                                batch_size=opts.batch_size)
-        summary.written.extend(_write_results(opts, image_path, img, mask, results, mask_is_spec))
+        if report.note:
+            summary.notes.append(report.note)
+        summary.written.extend(_write_results(opts, image_path, img, mask, results, mask_is_spec, report))
     return summary

@@ -15,6 +15,7 @@ import torch
 
 from dnnlib import EasyDict, UserError
 from inference import fast_path
+from inference.inpaint import run_inpainter
 from metrics import constants
 from torch_utils.misc import assert_mask_convention, assert_shape
 
@@ -346,15 +347,10 @@ def _run_inpainter(opts, G, real, mask, batch):
     img = real.to(torch.float32) / 127.5 - 1
     # Noise and dropout inside G draw from the global RNG: seed it per batch so that reruns are identical.
     batch_seed = int(np.random.SeedSequence([int(opts.seed), int(batch[0])]).generate_state(1)[0])
-    devices = [opts.device] if opts.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(batch_seed)
-        if isinstance(G, torch.nn.Module):
-            out = G(img * mask, mask, z, **opts.G_kwargs)
-        elif getattr(G, "takes_seeds", False):
-            out = G(img * mask, mask, z, seeds=[item_seed(opts.seed, i) for i in batch])
-        else:
-            out = G(img * mask, mask, z)
+    G_kwargs = opts.G_kwargs if isinstance(G, torch.nn.Module) else {}
+    if not isinstance(G, torch.nn.Module) and getattr(G, "takes_seeds", False):
+        G_kwargs = dict(seeds=[item_seed(opts.seed, i) for i in batch])  # PatchMatch: one search seed per item
+    out = run_inpainter(G, img * mask, mask, z, torch_seed=batch_seed, **G_kwargs)
     assert_shape(out, list(img.shape), "inpainted images")
     # Re-composite in uint8 so known pixels equal the real ones bit for bit, whatever the inpainter returns.
     return torch.where(mask.bool(), real, to_uint8(out))

@@ -101,3 +101,29 @@ def test_latest_snapshot_picks_highest_kimg(tmp_path):
         save_snapshot(tmp_path / snapshot_name(kimg), _payload())
     (tmp_path / "network-snapshot-999999.pt.tmp").write_bytes(b"")
     assert latest_snapshot(tmp_path) == os.path.join(tmp_path, "network-snapshot-000012.pt")
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"e" * 100, b"\x80\x02}q\x00.", b"", b"PK\x03\x04junk",
+                                     bytes(range(256))])
+def test_any_torch_load_failure_is_a_checkpoint_error(tmp_path, content):
+    # A text file made torch's unpickler raise a bare KeyError: 101 ('e') from deep inside; every failure of
+    # torch.load must come out as our one-line CheckpointError.
+    path = tmp_path / "not-a-snapshot.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not-a-snapshot.pt") as info:
+        load_snapshot(path)
+    assert "\n" not in str(info.value)
+
+
+def test_generate_on_a_text_file_says_not_a_snapshot(tmp_path):
+    from click.testing import CliRunner
+
+    import generate
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    result = CliRunner().invoke(generate.main, ["--network", str(text), "--images", str(text), "--masks", "center",
+                                                "--outdir", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "notes.txt" in result.stderr and "not a comodgan-pytorch snapshot" in result.stderr
+    assert "Traceback" not in result.stderr

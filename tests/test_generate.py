@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 import generate
 from dnnlib import UserError
-from inference.fitting import _any_resize, fit_to_model, paste_back, plan_fit
+from inference.fit_resize import _any_resize, fit_to_model, paste_back, plan_fit
 from inference.inpaint import inpaint_image, parse_seeds
+from inference.pictures import CROP_COLOR
 from training.checkpoint import save_snapshot
 from training.networks import Discriminator, Generator
 
@@ -97,7 +98,11 @@ def test_file_masks_any_size_known_pixels_exact_and_seeds(snapshot, odd_inputs, 
         assert (outs[0] != outs[1]).any(axis=-1)[~known].mean() > 0.5, "seeds 0 and 1 gave the same completion"
         grid = _read(out / f"{name}-grid.png")
         assert grid.shape == (h, 4 * w + 3 * 2, 3)  # input with hole, then three seeds, 2 px gaps
-        assert np.array_equal(grid[:, :w][known], img[known])
+        for k, o in enumerate(outs):  # then the seeds' columns are the results
+            assert np.array_equal(grid[:, (k + 1) * (w + 2) : (k + 1) * (w + 2) + w], o)
+        # The input column: the photo, and over it the crop windows of --fit auto (crop for these sizes).
+        drawn = (grid[:, :w] != img).any(axis=-1) & known
+        assert drawn.any() and (grid[:, :w][drawn] == CROP_COLOR).all()
 
     # The same seed alone, in another batch, reproduces the same file bit for bit.
     again = tmp_path / "again"
@@ -274,3 +279,39 @@ def test_parse_seeds():
     for bad in ("", "a", "3-1", "1--2"):
         with pytest.raises(UserError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_fit_face_cli_grid_messages_and_fallback(snapshot, tmp_path):
+    import skimage.data
+
+    from inference.pictures import FRAME_COLOR, LANDMARK_COLORS
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    astro = skimage.data.astronaut()
+    _save(astro, images / "astro.png")
+    _save(_hole_png(512, 512, (115, 222, 156, 263)), masks / "astro.png")  # over the right cheek
+    _save(np.full((120, 90, 3), 200, np.uint8), images / "blank.png")
+    _save(_hole_png(120, 90, (40, 30, 60, 50)), masks / "blank.png")
+    _save(np.concatenate([astro, astro], axis=1), images / "two.png")
+    _save(_hole_png(512, 1024, (115, 734, 156, 775)), masks / "two.png")
+    base = ["--network", snapshot, "--images", images, "--masks", masks, "--seeds", "0", "--device", "cpu",
+            "--fit", "face"]
+    res = CliRunner().invoke(generate.main, [str(a) for a in base + ["--outdir", tmp_path / "a", "--grid"]])
+    assert res.exit_code == 1
+    assert f"{images / 'blank.png'}: no face found" in res.stderr
+    assert f"{images / 'two.png'}: 2 faces found" in res.stderr and "--face-index" in res.stderr
+    out = _read(tmp_path / "a" / "astro-seed0000.png")
+    _check_known_exact_and_hole_changed(out, astro, _hole_png(512, 512, (115, 222, 156, 263)) == 0)
+    grid = _read(tmp_path / "a" / "astro-grid.png")[:, :512]  # the input column shows the landmarks and frame
+    for color in (FRAME_COLOR, LANDMARK_COLORS["right_eye"], LANDMARK_COLORS["mouth"]):
+        assert (grid == color).all(axis=-1).sum() > 10, color
+
+    res = CliRunner().invoke(generate.main, [str(a) for a in base + ["--outdir", tmp_path / "b", "--face-index", "1",
+                                                                     "--fit-fallback", "crop"]])
+    assert res.exit_code == 0, res.output
+    assert "note: fell back to --fit crop" in res.stderr and "blank.png: no face found" in res.stderr
+    two = np.concatenate([astro, astro], axis=1)
+    _check_known_exact_and_hole_changed(_read(tmp_path / "b" / "two-seed0000.png"), two,
+                                        _hole_png(512, 1024, (115, 734, 156, 775)) == 0)

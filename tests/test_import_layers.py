@@ -18,10 +18,11 @@ LAYERS = (
     "torch_utils",  # custom ops, their JIT builder, shape and mask checks
     "data",  # image decoding, dataset archives, mask generators
     "training",  # networks, loss, snapshots, the training loop
-    "converters",  # official TF pickles -> our snapshot format
+    "converters",  # official TF pickles and the PyTorch port's .pth files -> our snapshot format
     "inference",  # loading any network file, fitting images, the fast CPU path, inpainting seeds
     "metrics",  # the metric registry, FID, IDS, pixel metrics, baselines
     "demo_lib",  # demo.py's helpers
+    "app_lib",  # app.py's helpers: uploads, the inference worker, the HTTP routes
 )
 SCRIPT_LAYER = len(LAYERS)  # top-level *.py and benchmarks/: free to import any package
 SKIP_DIRS = {".git", ".venv", "tests", "__pycache__", "results", "runs", "out", "ops_cuda", "docs", "node_modules"}

@@ -14,7 +14,12 @@ from dnnlib import UserError, default_file_mode
 SNAPSHOT_FORMAT = "comodgan-pytorch-snapshot"
 SNAPSHOT_VERSION = 1
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})\.pt$")
-REQUIRED_KEYS = ("G_kwargs", "D_kwargs", "G", "G_ema", "D")
+# A snapshot's `kind` says what it holds. Snapshots written before the field existed are training ones.
+SNAPSHOT_KIND_TRAINING = "training"  # G, D, G_ema (+ optimizers, progress): a run's snapshot or a full import
+SNAPSHOT_KIND_GENERATOR = "generator"  # G_ema only (e.g. the PyTorch port's net_G_ema.pth): no G, no D
+SNAPSHOT_KINDS = {SNAPSHOT_KIND_TRAINING: ("G_kwargs", "D_kwargs", "G", "G_ema", "D"),
+                  SNAPSHOT_KIND_GENERATOR: ("G_kwargs", "G_ema")}
+REQUIRED_KEYS = SNAPSHOT_KINDS[SNAPSHOT_KIND_TRAINING]
 
 
 class CheckpointError(UserError):
@@ -83,6 +88,9 @@ def load_snapshot(path, map_location="cpu"):
         raise CheckpointError(f"{path}: cannot read snapshot ({err.strerror})") from None
     except (RuntimeError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt snapshot ({first_error_line(err)})") from None
+    except Exception as err:  # torch's unpickler lets anything escape on foreign bytes (a text file: KeyError 101)
+        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot ({type(err).__name__}: "
+                              f"{first_error_line(err)})") from None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot (format {found!r}, "
@@ -90,10 +98,28 @@ def load_snapshot(path, map_location="cpu"):
     if data.get("version") != SNAPSHOT_VERSION:
         raise CheckpointError(f"{path}: snapshot version {data.get('version')!r} is not supported "
                               f"(this code reads version {SNAPSHOT_VERSION})")
-    missing = [key for key in REQUIRED_KEYS if key not in data]
+    kind = snapshot_kind(data)
+    if kind not in SNAPSHOT_KINDS:
+        raise CheckpointError(f"{path}: snapshot kind {kind!r} is not supported "
+                              f"(this code reads {', '.join(map(repr, SNAPSHOT_KINDS))})")
+    missing = [key for key in SNAPSHOT_KINDS[kind] if key not in data]
     if missing:
         raise CheckpointError(f"{path}: snapshot lacks {', '.join(missing)}")
     return data
+
+
+def snapshot_kind(data):
+    """'training' (G, D, G_ema) or 'generator' (G_ema only); a snapshot without the field is a training one."""
+    return data.get("kind", SNAPSHOT_KIND_TRAINING)
+
+
+def check_resumable(data, path):
+    """Raise CheckpointError unless the snapshot dict holds what training resumes from (G, D and G_ema)."""
+    if snapshot_kind(data) != SNAPSHOT_KIND_TRAINING:
+        source = f", converted from {data['imported_from']}" if data.get("imported_from") else ""
+        raise CheckpointError(f"{path}: a generator-only snapshot (G_ema only{source}): G and D are absent, so "
+                              f"training cannot resume from it. Use it with generate.py or calc_metrics.py, "
+                              f"or train without --resume")
 
 
 def first_error_line(err):

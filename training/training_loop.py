@@ -65,7 +65,12 @@ def resolve_run(c, description):
 
 def check_resume(c, resume_path):
     """Load the snapshot to resume from and check that it fits the configured networks (before training)."""
+    if os.fspath(resume_path).lower().endswith(".pth"):
+        # Read as the PyTorch port's net_G_ema file everywhere else (inference.loading), which has only G_ema.
+        raise UserError(f"--resume {resume_path}: a .pth is the PyTorch port's generator (G_ema only; G and D are "
+                        f"absent), so training cannot resume from it")
     data = checkpoint.load_snapshot(resume_path)
+    checkpoint.check_resumable(data, f"--resume {resume_path}")  # a G_ema-only import has no G or D to go on from
     for key in ("G_kwargs", "D_kwargs"):
         # The snapshot's kwargs are complete (defaults filled in); ours list only what the preset sets.
         if any(data[key].get(name) != value for name, value in _plain(c[key]).items()):
