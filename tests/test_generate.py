@@ -259,6 +259,9 @@ def test_fit_policy_keeps_every_hole_and_pads_by_reflection():
 def test_fit_at_the_model_resolution_is_the_identity():
     # The demo's faces are already 32x32: the fitting path must hand G the image and its mask unchanged and paste
     # G's output back without resampling, so that no seam or grid line at the hole's edge can come from here.
+    from inference.fitting import choose_fit
+
+    assert choose_fit("auto", 32, 32, 32) == "resize"
     img = _image(32, 32, 3)
     mask = np.ones((32, 32), np.float32)
     mask[8:24, 8:24] = 0
