@@ -111,36 +111,29 @@ def seed_diversity(rows):
 
 
 def verdict_lines(record):
-    """One sentence per protocol saying, from the numbers alone, on which pixel metrics the network beats every
-    baseline and on which it does not (and which baseline is ahead there)."""
+    """One sentence per network and protocol saying, from the numbers alone, on which pixel metrics the network
+    beats every baseline and on which it does not (with the best baseline's value and name)."""
     tab = report_files.table(record)
     kinds = {m["label"]: m["kind"] for m in record["methods"]}
     nets = [r for r, (label, _v) in enumerate(tab["rows"]) if kinds.get(label) == "network"]
-    if not nets:
-        return []
-    net = nets[0]
+    bases = [r for r, (label, _v) in enumerate(tab["rows"]) if kinds.get(label) != "network"]
     lines = []
-    for spec in [m["spec"] for m in record["protocol"]["masks"]]:
-        wins, losses = [], []
-        for c, (col_spec, _key, header, fmt, better, scale) in enumerate(tab["columns"]):
-            ours = tab["rows"][net][1][c]
-            if col_spec != spec or ours is None:
-                continue
-            others = [(label, vals[c]) for r, (label, vals) in enumerate(tab["rows"]) if r != net
-                      and vals[c] is not None]
-            if not others:
-                continue
-            pick = min if better == "lower" else max
-            best_label, best = pick(others, key=lambda lv: lv[1])
-            shown = f"{header} {report_files.format_value(ours, fmt, scale)} vs " \
-                    f"{report_files.format_value(best, fmt, scale)}"
-            if (ours < best) if better == "lower" else (ours > best):
-                wins.append(f"{shown} ({best_label})")
-            else:
-                losses.append(f"{shown} ({best_label})")
-        text = f"{spec}: "
-        text += ("ours is better than every baseline on " + "; ".join(wins)) if wins else "ours beats no baseline"
-        if losses:
-            text += ("; behind the best baseline on " if wins else " on any column: ") + "; ".join(losses)
-        lines.append(text + ".")
+    for net in nets:
+        name = tab["rows"][net][0]
+        for spec in [m["spec"] for m in record["protocol"]["masks"]]:
+            wins, losses = [], []
+            for c, (col_spec, _key, header, fmt, better, scale) in enumerate(tab["columns"]):
+                ours = tab["rows"][net][1][c]
+                others = [(tab["rows"][r][0], tab["rows"][r][1][c]) for r in bases if tab["rows"][r][1][c] is not None]
+                if col_spec != spec or ours is None or not others:
+                    continue
+                best_label, best = (min if better == "lower" else max)(others, key=lambda lv: lv[1])
+                shown = (f"{header} {report_files.format_value(ours, fmt, scale)} vs "
+                         f"{report_files.format_value(best, fmt, scale)} ({best_label})")
+                (wins if ((ours < best) if better == "lower" else (ours > best)) else losses).append(shown)
+            text = f"{name}, {spec}: "
+            text += ("better than every baseline on " + "; ".join(wins)) if wins else "beats no baseline"
+            if losses:
+                text += ("; behind the best baseline on " if wins else " on any column: ") + "; ".join(losses)
+            lines.append(text + ".")
     return lines

@@ -60,7 +60,7 @@ def test_demo_end_to_end_shortened(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "report.html" in proc.stdout
     report = (outdir / "report.md").read_text()
-    for method in ("CoModGAN tiny (ours)", "Telea", "Navier-Stokes", "PatchMatch"):
+    for method in ("CoModGAN tiny (ours)", "CoModGAN tiny + L1 (ours)", "Telea", "Navier-Stokes", "PatchMatch"):
         row = [line for line in report.splitlines() if line.startswith(f"| {method} |")]
         assert len(row) == 1, (method, report)
         values = [float(v.strip(" *")) for v in row[0].strip("|").split("|")[1:]]
@@ -70,16 +70,19 @@ def test_demo_end_to_end_shortened(tmp_path):
         assert f"{spec} · PSNR ↑" in report
     assert "FID and P-IDS/U-IDS not requested" in report
     html = (outdir / "report.html").read_text()
-    assert html.count("<tr>") == 2 + 4 and "comparison-center.png" in html and "comparison/sheet.png" in html
-    for spec in ("center", "free-form-large"):
-        sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{spec}.png"))
-        # 5 faces x (input, 3 baselines, 2 seeds, original), enlarged 4x
-        assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 7 * 32 * 4
-        grids = [f for f in os.listdir(outdir / "generate" / spec) if f.endswith("-grid.png")]
-        assert len(grids) == 5
+    assert html.count("<tr>") == 2 + 5 and "comparison-gan-center.png" in html and "comparison/sheet.png" in html
+    assert "better than every baseline" in report or "beats no baseline" in report  # the verdict, per network
+    assert report.count("Seed diversity: the 2 seeds' completions differ by a mean pairwise L1 of") == 4
+    for key in ("gan", "gan-l1"):
+        for spec in ("center", "free-form-large"):
+            sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{key}-{spec}.png"))
+            # 5 faces x (input, 3 baselines, 2 seeds, original), enlarged 4x
+            assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 7 * 32 * 4
+            grids = [f for f in os.listdir(outdir / "generate" / key / spec) if f.endswith("-grid.png")]
+            assert len(grids) == 5
     with open(outdir / "comparison" / "results.json", encoding="utf-8") as f:
         record = json.load(f)
-    assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 4
+    assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 5
     for name in ("holes.png", "sheet.png", "results.csv"):
         assert (outdir / "comparison" / name).is_file()
 
@@ -118,9 +121,9 @@ def test_verdict_lines_say_where_the_network_wins_and_loses():
                        "free-form-small": dict(pix20_l1_hole=0.09, pix20_l1=0.02, pix20_psnr=27.0,
                                                pix20_ssim=0.86)}})
     center, small = verdict_lines(record)
-    assert center.startswith("center: ours is better than every baseline on L1 hole 0.0900 vs 0.1000 (NS)")
+    assert center.startswith("ours, center: better than every baseline on L1 hole 0.0900 vs 0.1000 (NS)")
     assert "behind" not in center and "PSNR 24.00 vs 23.50 (NS)" in center
-    assert small.startswith("free-form-small: ours beats no baseline") and "L1 hole 0.1200 vs 0.0900 (NS)" in small
+    assert small.startswith("ours, free-form-small: beats no baseline") and "L1 hole 0.1200 vs 0.0900 (NS)" in small
 
 
 def test_the_sheets_draw_completions_as_calc_metrics_measures_them():
