@@ -82,15 +82,16 @@ def train_step(data, outdir, opts):
 
     --workers 0: center masks of 90 cached faces cost nothing to draw, and worker processes would only compete
     with the training threads for the 2 cores."""
+    # All runs share training-runs/ (train.py numbers them), so `make app` finds the newest snapshot there.
+    run_root = os.path.join(outdir, "training-runs")
     snapshots = []
     for key, _label, extra in NETWORKS:
-        run_root = os.path.join(outdir, "training-runs", key)
         _run_script(["train.py", "--cfg", "tiny", "--data", data.train_zip, "--mask", TRAIN_MASK, "--outdir", run_root,
                      "--kimg", opts.kimg, "--metrics", "none", "--seed", opts.seed, "--device", opts.device,
                      "--workers", 0, *(["--batch", opts.batch] if opts.batch else []), *extra, *opts.train_args],
                     os.path.join(outdir, f"train-{key}.log"))
-        snaps = sorted(glob.glob(os.path.join(run_root, "*", "network-snapshot-*.pt")))
-        if not snaps:
+        snaps = sorted(glob.glob(os.path.join(run_root, "*", "network-snapshot-*.pt")))  # the newest run's last
+        if not snaps or snaps[-1] in snapshots:
             raise UserError(f"{run_root}: training finished without writing a snapshot")
         snapshots.append(snaps[-1])
     return snapshots
