@@ -170,8 +170,8 @@ def report_step(outdir, info, record, sheets, opts):
 
 @click.command()
 @click.option("--outdir", default="results/demo", show_default=True, help="Where the report and everything else go.")
-@click.option("--kimg", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
-              help="Training length in thousands of images (the main knob for the demo's run time).")
+@click.option("--kimg", type=click.FloatRange(min=0.001), default=16.0, show_default=True,
+              help="Training length of each network in thousands of images (the main knob for the demo's run time).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Training batch size (default: the preset's).")
 @click.option("--seeds", default="0-3", show_default=True, help="Seeds shown per held-out face.")
 @click.option("--num-val", type=click.IntRange(min=1, max=99), default=10, show_default=True,
