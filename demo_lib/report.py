@@ -132,8 +132,10 @@ def verdict_lines(record):
                          f"{report_files.format_value(best, fmt, scale)} ({best_label})")
                 (wins if ((ours < best) if better == "lower" else (ours > best)) else losses).append(shown)
             text = f"{name}, {spec}: "
-            text += ("better than every baseline on " + "; ".join(wins)) if wins else "beats no baseline"
-            if losses:
-                text += ("; behind the best baseline on " if wins else " on any column: ") + "; ".join(losses)
+            if wins:
+                text += "better than every baseline on " + "; ".join(wins)
+                text += ("; behind the best baseline on " + "; ".join(losses)) if losses else ""
+            else:
+                text += "behind the best baseline on every column: " + "; ".join(losses)
             lines.append(text + ".")
     return lines
