@@ -93,3 +93,49 @@ def write_report(outdir, info, record, sheets):
 def save_sheet(sheet, path):
     save_png(sheet, path)
     return path
+
+
+def seed_diversity(rows):
+    """How different the seeds' completions of one face are: the mean over faces of the mean pairwise L1
+    (|a - b| / 255 over the hole pixels and channels) between the seeds. rows: as for comparison_sheet.
+    None with fewer than two seeds (nothing to compare)."""
+    per_face = []
+    for row in rows:
+        ours = [np.asarray(o, np.float64) for o in row["ours"]]
+        hole = np.asarray(row["mask"]) == 0
+        if len(ours) < 2 or not hole.any():
+            continue
+        pairs = [np.abs(a - b)[hole].mean() / 255.0 for i, a in enumerate(ours) for b in ours[i + 1:]]
+        per_face.append(float(np.mean(pairs)))
+    return float(np.mean(per_face)) if per_face else None
+
+
+def verdict_lines(record):
+    """One sentence per network and protocol saying, from the numbers alone, on which pixel metrics the network
+    beats every baseline and on which it does not (with the best baseline's value and name)."""
+    tab = report_files.table(record)
+    kinds = {m["label"]: m["kind"] for m in record["methods"]}
+    nets = [r for r, (label, _v) in enumerate(tab["rows"]) if kinds.get(label) == "network"]
+    bases = [r for r, (label, _v) in enumerate(tab["rows"]) if kinds.get(label) != "network"]
+    lines = []
+    for net in nets:
+        name = tab["rows"][net][0]
+        for spec in [m["spec"] for m in record["protocol"]["masks"]]:
+            wins, losses = [], []
+            for c, (col_spec, _key, header, fmt, better, scale) in enumerate(tab["columns"]):
+                ours = tab["rows"][net][1][c]
+                others = [(tab["rows"][r][0], tab["rows"][r][1][c]) for r in bases if tab["rows"][r][1][c] is not None]
+                if col_spec != spec or ours is None or not others:
+                    continue
+                best_label, best = (min if better == "lower" else max)(others, key=lambda lv: lv[1])
+                shown = (f"{header} {report_files.format_value(ours, fmt, scale)} vs "
+                         f"{report_files.format_value(best, fmt, scale)} ({best_label})")
+                (wins if ((ours < best) if better == "lower" else (ours > best)) else losses).append(shown)
+            text = f"{name}, {spec}: "
+            if wins:
+                text += "better than every baseline on " + "; ".join(wins)
+                text += ("; behind the best baseline on " + "; ".join(losses)) if losses else ""
+            else:
+                text += "behind the best baseline on every column: " + "; ".join(losses)
+            lines.append(text + ".")
+    return lines

@@ -60,7 +60,7 @@ def test_demo_end_to_end_shortened(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "report.html" in proc.stdout
     report = (outdir / "report.md").read_text()
-    for method in ("CoModGAN tiny (ours)", "Telea", "Navier-Stokes", "PatchMatch"):
+    for method in ("CoModGAN tiny (ours)", "CoModGAN tiny + L1 (ours)", "Telea", "Navier-Stokes", "PatchMatch"):
         row = [line for line in report.splitlines() if line.startswith(f"| {method} |")]
         assert len(row) == 1, (method, report)
         values = [float(v.strip(" *")) for v in row[0].strip("|").split("|")[1:]]
@@ -70,15 +70,72 @@ def test_demo_end_to_end_shortened(tmp_path):
         assert f"{spec} · PSNR ↑" in report
     assert "FID and P-IDS/U-IDS not requested" in report
     html = (outdir / "report.html").read_text()
-    assert html.count("<tr>") == 2 + 4 and "comparison-center.png" in html and "comparison/sheet.png" in html
-    for spec in ("center", "free-form-large"):
-        sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{spec}.png"))
-        # 5 faces x (input, 3 baselines, 2 seeds, original), enlarged 4x
-        assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 7 * 32 * 4
-        grids = [f for f in os.listdir(outdir / "generate" / spec) if f.endswith("-grid.png")]
-        assert len(grids) == 5
+    assert html.count("<tr>") == 2 + 5 and "comparison-gan-center.png" in html and "comparison/sheet.png" in html
+    assert "better than every baseline" in report or "behind the best baseline" in report  # the verdict
+    assert report.count("Seed diversity: the 2 seeds' completions differ by a mean pairwise L1 of") == 4
+    for key in ("gan", "gan-l1"):
+        for spec in ("center", "free-form-large"):
+            sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{key}-{spec}.png"))
+            # 5 faces x (input, 3 baselines, 2 seeds, original), enlarged 4x
+            assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 7 * 32 * 4
+            grids = [f for f in os.listdir(outdir / "generate" / key / spec) if f.endswith("-grid.png")]
+            assert len(grids) == 5
     with open(outdir / "comparison" / "results.json", encoding="utf-8") as f:
         record = json.load(f)
-    assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 4
+    assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 5
     for name in ("holes.png", "sheet.png", "results.csv"):
         assert (outdir / "comparison" / name).is_file()
+
+
+def test_seed_diversity_is_the_mean_pairwise_l1_inside_the_hole():
+    from demo_lib.report import seed_diversity
+
+    mask = np.ones((4, 4), np.float32)
+    mask[1:3, 1:3] = 0
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[1:3, 1:3] = 51  # 0.2 apart inside the hole
+    b[0, 0] = 255  # outside the hole: ignored
+    c = a.copy()
+    rows = [dict(mask=mask, ours=[a, b, c]), dict(mask=mask, ours=[a, a, a])]
+    # face 1: pairs (a, b) 0.2, (a, c) 0, (b, c) 0.2 -> 0.4 / 3; face 2: 0
+    assert abs(seed_diversity(rows) - 0.2 / 3) < 1e-12
+    assert seed_diversity([dict(mask=mask, ours=[a])]) is None
+
+
+def test_verdict_lines_say_where_the_network_wins_and_loses():
+    from demo_lib.report import verdict_lines
+
+    record = dict(
+        protocol=dict(masks=[dict(spec="center"), dict(spec="free-form-small")],
+                      metrics={"pix20": dict(kind="pix", num_items=20)}),
+        methods=[dict(key="net", label="ours", kind="network"), dict(key="t", label="Telea", kind="baseline"),
+                 dict(key="n", label="NS", kind="baseline")],
+        results={"net": {"center": dict(pix20_l1_hole=0.09, pix20_l1=0.02, pix20_psnr=24.0, pix20_ssim=0.63),
+                         "free-form-small": dict(pix20_l1_hole=0.12, pix20_l1=0.03, pix20_psnr=25.0,
+                                                 pix20_ssim=0.80)},
+                 "t": {"center": dict(pix20_l1_hole=0.11, pix20_l1=0.03, pix20_psnr=23.4, pix20_ssim=0.60),
+                       "free-form-small": dict(pix20_l1_hole=0.10, pix20_l1=0.02, pix20_psnr=26.5,
+                                               pix20_ssim=0.85)},
+                 "n": {"center": dict(pix20_l1_hole=0.10, pix20_l1=0.03, pix20_psnr=23.5, pix20_ssim=0.61),
+                       "free-form-small": dict(pix20_l1_hole=0.09, pix20_l1=0.02, pix20_psnr=27.0,
+                                               pix20_ssim=0.86)}})
+    center, small = verdict_lines(record)
+    assert center.startswith("ours, center: better than every baseline on L1 hole 0.0900 vs 0.1000 (NS)")
+    assert "behind" not in center and "PSNR 24.00 vs 23.50 (NS)" in center
+    assert small.startswith("ours, free-form-small: behind the best baseline on every column: "
+                            "L1 hole 0.1200 vs 0.0900 (NS)")
+
+
+def test_the_sheets_draw_completions_as_calc_metrics_measures_them():
+    # With 'const' noise one fixed noise image is stamped into every face and seed (a grid of speckle where the
+    # network learned a strong noise strength); calc_metrics.py calls G with its default noise and dropout on.
+    import inspect
+
+    import calc_metrics
+    import demo
+    from training.networks import Generator
+
+    assert demo.NOISE_MODE == inspect.signature(Generator.forward).parameters["noise_mode"].default == "random"
+    dropout = [p for p in calc_metrics.main.params if p.name == "dropout"][0]
+    assert demo.DROPOUT is dropout.default is True

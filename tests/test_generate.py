@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import generate
 from dnnlib import UserError
-from inference.fit_resize import _any_resize, fit_to_model, plan_fit
+from inference.fit_resize import _any_resize, fit_to_model, paste_back, plan_fit
 from inference.inpaint import inpaint_image, parse_seeds
 from inference.pictures import CROP_COLOR
 from training.checkpoint import save_snapshot
@@ -254,6 +254,26 @@ def test_fit_policy_keeps_every_hole_and_pads_by_reflection():
     assert (p.pad_top, p.inner_h) == (6, 20) and canvas.shape == (3, 32, 32)
     assert np.array_equal(canvas_mask[0, :6], canvas_mask[0, 12:6:-1])  # reflected padding of the mask
     assert (canvas[:, canvas_mask[0] == 0] == 0).all()  # hole content never reaches the generator
+
+
+def test_fit_at_the_model_resolution_is_the_identity():
+    # The demo's faces are already 32x32: the fitting path must hand G the image and its mask unchanged and paste
+    # G's output back without resampling, so that no seam or grid line at the hole's edge can come from here.
+    from inference.fitting import choose_fit
+
+    assert choose_fit("auto", 32, 32, 32) == "resize"
+    img = _image(32, 32, 3)
+    mask = np.ones((32, 32), np.float32)
+    mask[8:24, 8:24] = 0
+    canvas, canvas_mask, p = fit_to_model(img, mask, 32)
+    assert (p.inner_h, p.inner_w, p.pad_top, p.pad_left) == (32, 32, 0, 0)
+    assert np.array_equal(canvas_mask[0], mask)
+    expect = img.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1
+    assert np.array_equal(canvas, expect * mask[None])
+    raw = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32)).astype(np.float32)
+    out = paste_back(raw, img, mask, p)
+    raw_u8 = np.clip(np.rint((raw.transpose(1, 2, 0) + 1) * 127.5), 0, 255).astype(np.uint8)
+    assert np.array_equal(out[mask == 0], raw_u8[mask == 0]) and np.array_equal(out[mask == 1], img[mask == 1])
 
 
 def test_parse_seeds():
