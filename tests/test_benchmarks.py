@@ -14,7 +14,9 @@ def test_generator_benchmark_prints_time_flops_and_params():
     assert result.exit_code == 0, result.output
     rows = re.findall(r"^\s+32\s+(\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", result.output, re.M)
     assert [r[0] for r in rows] == ["1", "2"]
-    assert all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows)  # GFLOP/img and GFLOP/s
+    # ms/img and GFLOP/img are positive; GFLOP/s is printed to 0.1 and may round to 0.0 on a loaded machine (speed
+    # belongs to the benchmark's figures, not to a test).
+    assert all(float(r[1]) > 0 and float(r[3]) > 0 and float(r[4]) >= 0 for r in rows)
     assert "G+D training step" not in result.output  # off by default on the CPU
     assert re.search(r"G at 32: [\d,]+ trainable parameters", result.output)
 
