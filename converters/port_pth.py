@@ -53,15 +53,12 @@ Differences at the call, not in the weights:
 """
 
 import os
-import pickle
 import re
-import warnings
-import zipfile
 
 import torch
 
 from dnnlib import UserError
-from training.checkpoint import SNAPSHOT_FORMAT, SNAPSHOT_KIND_GENERATOR, SNAPSHOT_VERSION, first_error_line
+from training.checkpoint import SNAPSHOT_FORMAT, SNAPSHOT_KIND_GENERATOR, SNAPSHOT_VERSION, load_weights_only
 
 PORT_REPO = "github.com/zengxianyu/co-mod-gan-pytorch"
 NOISE_SEED = 0  # torch.Generator seed of the created const noise
@@ -90,31 +87,8 @@ def load_port_state(source):
         raise PortImportError(f"{label}: file not found")
     if os.path.isdir(label):
         raise PortImportError(f"{label}: is a directory, expected a .pth file")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
-            data = torch.load(label, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise PortImportError(_unpickling_message(label, err)) from None
-    except PermissionError as err:
-        raise PortImportError(f"{label}: cannot read ({err.strerror})") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
-        raise PortImportError(f"{label}: not a readable PyTorch state dict, or truncated "
-                              f"({first_error_line(err)})") from None
+    data = load_weights_only(label, PortImportError, "PyTorch state dict of the port's generator")
     return _check_tensor_dict(data, label)
-
-
-def _unpickling_message(label, err):
-    # torch's first line is generic ("Weights only load failed"); the reason is further down.
-    text = str(err)
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if refused:
-        return (f"{label}: refusing to load: the file holds a pickled object ({refused.group(1)}), not only "
-                f"tensors; weights-only loading refused it and nothing from the file ran")
-    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, flags=re.S)
-    reason = " ".join(detail.group(1).split())[:200] if detail else first_error_line(err)
-    return (f"{label}: refusing to load: not a state dict that weights-only loading accepts ({reason}); "
-            f"nothing from the file ran")
 
 
 def _check_tensor_dict(data, label):

@@ -286,6 +286,10 @@ def test_non_tensors_and_a_module_prefix(tmp_path, port):
     path.write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(PortImportError, match="not a readable PyTorch state dict"):
         load_port_state(path)
+    path.write_bytes(b"hello\n")  # torch's unpickler raised a bare KeyError: 101 on this
+    with pytest.raises(PortImportError, match="extra.pth: not a PyTorch state dict of the port's generator") as info:
+        load_port_state(path)
+    assert "\n" not in str(info.value)
     prefixed = tmp_path / "dataparallel.pth"
     torch.save({f"module.{k}": v for k, v in port["state"].items()}, prefixed)
     snap = convert_port_pth(prefixed)

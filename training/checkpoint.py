@@ -71,26 +71,12 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def load_snapshot(path, map_location="cpu"):
-    """Load a snapshot with `weights_only=True` (never executes code from the file) and check its format."""
+def load_snapshot(path):
+    """Load a snapshot on the CPU with `weights_only=True` (never executes code from the file) and check its format."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: snapshot file not found")
-    try:
-        with warnings.catch_warnings():
-            # Foreign pickles trigger a protocol warning just before the refusal we turn into a clear error.
-            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
-            data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot or truncated "
-                              f"({first_error_line(err)})") from None
-    except PermissionError as err:
-        raise CheckpointError(f"{path}: cannot read snapshot ({err.strerror})") from None
-    except (RuntimeError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt snapshot ({first_error_line(err)})") from None
-    except Exception as err:  # torch's unpickler lets anything escape on foreign bytes (a text file: KeyError 101)
-        raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot ({type(err).__name__}: "
-                              f"{first_error_line(err)})") from None
+    data = load_weights_only(path, CheckpointError, "comodgan-pytorch snapshot")
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a comodgan-pytorch snapshot (format {found!r}, "
@@ -120,6 +106,42 @@ def check_resumable(data, path):
         raise CheckpointError(f"{path}: a generator-only snapshot (G_ema only{source}): G and D are absent, so "
                               f"training cannot resume from it. Use it with generate.py or calc_metrics.py, "
                               f"or train without --resume")
+
+
+def load_weights_only(path, error, what):
+    """torch.load(path, map_location='cpu', weights_only=True), with every failure turned into `error` (a UserError
+    class) with one line naming the file; `what` says what the file should have been.
+
+    A pickled object is refused by torch's weights-only unpickler and nothing from the file runs; the message names
+    the refused global. Foreign bytes can make torch's unpickler raise anything (a text file gave KeyError: 101),
+    so no exception escapes as a traceback.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Foreign pickles trigger a protocol warning just before the refusal we turn into a clear error.
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(_refusal_message(path, err, what)) from None
+    except PermissionError as err:
+        raise error(f"{path}: cannot read ({err.strerror})") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
+        raise error(f"{path}: not a readable {what}, or truncated ({first_error_line(err)})") from None
+    except Exception as err:
+        raise error(f"{path}: not a {what} ({type(err).__name__}: {first_error_line(err)})") from None
+
+
+def _refusal_message(path, err, what):
+    # torch's first line is generic ("Weights only load failed"); the reason is further down.
+    text = str(err)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (f"{path}: refusing to load: the file holds a pickled object ({refused.group(1)}), not a {what}; "
+                f"weights-only loading refused it and nothing from the file ran")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, flags=re.S)
+    reason = " ".join(detail.group(1).split())[:200] if detail else first_error_line(err)
+    return (f"{path}: refusing to load: not a state dict that weights-only loading accepts ({reason}), so not a "
+            f"{what}; nothing from the file ran")
 
 
 def first_error_line(err):
