@@ -57,6 +57,7 @@ import re
 
 import torch
 
+from converters import mapping_problems
 from dnnlib import UserError
 from training.checkpoint import SNAPSHOT_FORMAT, SNAPSHOT_KIND_GENERATOR, SNAPSHOT_VERSION, load_weights_only
 
@@ -304,14 +305,12 @@ def convert_port_state(G, port_state, label="<pth>"):
             value = value - 1  # the port stores the official mod_bias + 1; ours adds the 1 at run time
         state[name] = value.contiguous()  # shares storage with the loaded file: no second copy of the weights
     unknown = sorted(set(port_state) - set(used))
-    problems = []
-    for title, items in (("missing port keys", missing), ("unknown port keys", unknown),
-                         ("shape mismatches", mismatched), ("resampling filters that differ from ours", filters),
-                         ("our parameters without a port key", uncovered), ("port keys claimed twice", reused)):
-        if items:
-            problems.append(f"{title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+    problems = mapping_problems.describe((
+        ("missing port keys", missing), ("unknown port keys", unknown), ("shape mismatches", mismatched),
+        ("resampling filters that differ from ours", filters), ("our parameters without a port key", uncovered),
+        ("port keys claimed twice", reused)))
     if problems:
-        raise PortImportError(f"{label}: the file does not match the CoModGAN generator: " + "; ".join(problems))
+        raise PortImportError(f"{label}: the file does not match the CoModGAN generator: {problems}")
     return state, created
 
 

@@ -25,6 +25,7 @@ import re
 import numpy as np
 import torch
 
+from converters import mapping_problems
 from dnnlib import UserError
 from training.checkpoint import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
 
@@ -379,14 +380,12 @@ def convert_state(module, tf_vars, rule, label):
         # np.array, not ascontiguousarray: the latter turns the 0-d noise strengths into 1-d arrays.
         state[name] = torch.from_numpy(np.array(value, dtype=np.float32, order="C"))
     unknown = sorted(set(tf_vars) - set(used) - _UNUSED_TF_VARS)
-    problems = []
-    for title, items in (("missing official variables", missing), ("unknown official variables", unknown),
-                         ("shape mismatches", mismatched), ("our parameters without an official variable", unmapped),
-                         ("official variables claimed twice", reused)):
-        if items:
-            problems.append(f"{title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+    problems = mapping_problems.describe((
+        ("missing official variables", missing), ("unknown official variables", unknown),
+        ("shape mismatches", mismatched), ("our parameters without an official variable", unmapped),
+        ("official variables claimed twice", reused)))
     if problems:
-        raise TFImportError(f"{label}: the pickle does not match the CoModGAN architecture: " + "; ".join(problems))
+        raise TFImportError(f"{label}: the pickle does not match the CoModGAN architecture: {problems}")
     return state
 
 
