@@ -17,9 +17,10 @@ import torch
 from app_lib import inputs
 from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_CHOICES
-from inference.inpaint import inpaint_image, run_inpainter
+from inference.inpaint import inpaint_image
 from inference.pictures import mask_to_png
-from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, list_baselines, make_baseline
+from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, list_baselines
+from metrics.baselines import inpaint_image as baseline_inpaint
 
 GAN = "gan"
 
@@ -54,15 +55,6 @@ def encode_png(arr):
     buf = io.BytesIO()
     PIL.Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
-
-
-def run_baseline(name, img, mask):
-    """A traditional method of metrics.baselines on uint8 [H, W, 3] at its own size; known pixels kept exactly."""
-    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    y = run_inpainter(make_baseline(name), x, m, None)[0].permute(1, 2, 0)
-    out = ((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    return np.where((mask == 1)[..., None], img, out)
 
 
 class Service:
@@ -121,7 +113,7 @@ class Service:
         mask = inputs.read_mask(req.mask, self.limits, *img.shape[:2])
         if req.method != GAN:
             report(0, 1)
-            out = run_baseline(req.method, img, mask)
+            out = baseline_inpaint(req.method, img, mask)  # at the photo's own size; known pixels kept
             report(1, 1)
             return [(self.label(req.method), None, encode_png(out))]
         seeds, results = list(req.seeds), []
