@@ -139,3 +139,13 @@ def test_the_sheets_draw_completions_as_calc_metrics_measures_them():
     assert demo.NOISE_MODE == inspect.signature(Generator.forward).parameters["noise_mode"].default == "random"
     dropout = [p for p in calc_metrics.main.params if p.name == "dropout"][0]
     assert demo.DROPOUT is dropout.default is True
+
+
+def test_the_training_budget_is_shared_by_the_networks_in_whole_images():
+    import demo
+
+    assert abs(sum(net.share for net in demo.NETWORKS) - 1) < 1e-12
+    assert [demo.network_kimg(32, net.share) for net in demo.NETWORKS] == ["12", "20"]
+    assert demo.network_kimg(0.016, 0.375) == "0.006" and demo.network_kimg(0.002, 0.375) == "0.001"
+    published = demo.NETWORKS[0]
+    assert published.train_args == ()  # the published recipe: adversarial loss only, the preset's lr
