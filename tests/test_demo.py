@@ -145,7 +145,7 @@ def test_the_training_budget_is_shared_by_the_networks_in_whole_images():
     import demo
 
     assert abs(sum(net.share for net in demo.NETWORKS) - 1) < 1e-12
-    assert [demo.network_kimg(32, net.share) for net in demo.NETWORKS] == ["12", "20"]
-    assert demo.network_kimg(0.016, 0.375) == "0.006" and demo.network_kimg(0.002, 0.375) == "0.001"
+    assert [demo.network_kimg(30, net.share) for net in demo.NETWORKS] == ["10", "20"]
+    assert demo.network_kimg(0.016, 1 / 3) == "0.005" and demo.network_kimg(0.002, 1 / 3) == "0.001"
     published = demo.NETWORKS[0]
     assert published.train_args == ()  # the published recipe: adversarial loss only, the preset's lr
