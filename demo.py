@@ -118,7 +118,7 @@ def generate_step(G, data, outdir, opts, device, key="gan"):
     """Inpaint every held-out face with each sheet mask over the seeds (generate.py's code path, grids on), and
     build one comparison sheet per mask: input | each baseline | ours per seed | original."""
     from data.image_io import read_image_rgb
-    from demo_lib.report import comparison_sheet, save_sheet, seed_diversity
+    from demo_lib.report import comparison_sheet, hole_edge_stats, save_sheet, seed_diversity
     from inference.user_files import list_images, run_generate, spec_mask_for_image
     from metrics.baselines import make_baseline
 
@@ -142,7 +142,7 @@ def generate_step(G, data, outdir, opts, device, key="gan"):
                              baselines=[b.inpaint_image(img, mask, seed=0) for b in baselines]))
         rel = f"comparison-{key}-{spec}.png"
         save_sheet(comparison_sheet(rows), os.path.join(outdir, rel))
-        sheets.append((key, spec, rel, seed_diversity(rows)))
+        sheets.append((key, spec, rel, seed_diversity(rows), hole_edge_stats(rows)))
     return sheets
 
 
@@ -167,6 +167,17 @@ def _diversity_text(div, num_seeds):
             f"inside the hole (|a - b| / 255, averaged over the faces).")
 
 
+def _edge_text(edge):
+    if edge is None:
+        return ""
+    text = (f" Where the fills meet the face: a mean brightness step of {edge['step']:.4f} across the hole's edge "
+            f"(the real faces: {edge['step_real']:.4f}); a mean distance from gray of {edge['colour_edge']:.4f} on "
+            "the hole's first two pixels")
+    if edge["colour_inside"] is not None:
+        text += f" and {edge['colour_inside']:.4f} further in"
+    return text + " (the faces are gray)."
+
+
 def report_step(outdir, info, record, sheets, opts):
     from demo_lib.report import sheet_header, verdict_lines, write_report
     from metrics.baselines import BASELINE_METHODS
@@ -181,7 +192,8 @@ def report_step(outdir, info, record, sheets, opts):
     labels = {net.key: net.label for net in NETWORKS}
     captions += [(f"{labels[key]}: held-out faces, {spec} holes, several seeds", rel,
                   f"Columns: {header}. Each row is a face never seen in training. "
-                  + _diversity_text(div, len(opts.seeds))) for key, spec, rel, div in sheets]
+                  + _diversity_text(div, len(opts.seeds)) + _edge_text(edge))
+                 for key, spec, rel, div, edge in sheets]
     return write_report(outdir, info, record, captions)
 
 
@@ -222,7 +234,7 @@ def main(**kwargs):
         for net, (_label, snapshot) in zip(NETWORKS, snapshots):
             sheets += generate_step(load_generator(snapshot, device), data, opts.outdir, opts, device, net.key)
         _log(f"inpainted the held-out faces ({', '.join(SHEET_MASKS)}; seeds {opts.seeds})", t0)
-        for _key, spec, _rel, div in sheets:
+        for _key, spec, _rel, div, _edge in sheets:
             _log(f"  seed diversity ({_key}, {spec}): mean pairwise L1 in the hole {div}", t0)
         record = metrics_step(snapshots, data, opts.outdir, opts)
         _log(f"compared the network with {', '.join(BASELINES)} on {', '.join(EVAL_MASKS)}", t0)

@@ -110,6 +110,73 @@ def seed_diversity(rows):
     return float(np.mean(per_face)) if per_face else None
 
 
+def _edge_pairs(hole):
+    """Index arrays (hole rows, hole cols, known rows, known cols) of every hole pixel next to a known pixel, one
+    entry per such 4-neighbour pair: the places where the fill meets the kept image."""
+    known = ~hole
+    pairs = []
+    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # the known neighbour at (i + di, j + dj)
+        h, w = hole.shape
+        src = hole[max(-di, 0):h - max(di, 0), max(-dj, 0):w - max(dj, 0)]
+        dst = known[max(di, 0):h - max(-di, 0), max(dj, 0):w - max(-dj, 0)]
+        i, j = np.nonzero(src & dst)
+        i, j = i + max(-di, 0), j + max(-dj, 0)
+        pairs.append((i, j, i + di, j + dj))
+    return [np.concatenate(parts) for parts in zip(*pairs)]
+
+
+def _grow(region, px):
+    """region (bool HxW) grown by px pixels in the 4-neighbourhood."""
+    region = region.copy()
+    for _ in range(px):
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        region = grown
+    return region
+
+
+def _edge_step(img, pairs):
+    gray = np.asarray(img, np.float64).mean(axis=2) / 255.0
+    hi, hj, ki, kj = pairs
+    return float(np.abs(gray[hi, hj] - gray[ki, kj]).mean())
+
+
+def _distance_from_gray(img):
+    x = np.asarray(img, np.float64) / 255.0
+    return np.abs(x - x.mean(axis=2, keepdims=True)).mean(axis=2)
+
+
+def hole_edge_stats(rows, ring_px=2):
+    """How the fills meet the kept image, in [0, 1] units, averaged over faces (and seeds):
+    step / step_real: mean |gray(hole pixel) - gray(its known neighbour)| across the hole's edge, for our fills and
+    for the real face (a seam is a step well above the real one); colour_edge / colour_inside: mean distance from
+    gray (|channel - channel mean|) on the hole pixels within ring_px of the edge and on the rest of the hole.
+    rows: as for comparison_sheet. None without a hole."""
+    steps, real_steps, edge_colour, inside_colour = [], [], [], []
+    for row in rows:
+        hole = np.asarray(row["mask"]) == 0
+        if not hole.any() or hole.all():
+            continue
+        pairs = _edge_pairs(hole)
+        ring = hole & _grow(~hole, ring_px)
+        inside = hole & ~ring
+        real_steps.append(_edge_step(row["image"], pairs))
+        for fill in row["ours"]:
+            colour = _distance_from_gray(fill)
+            steps.append(_edge_step(fill, pairs))
+            edge_colour.append(float(colour[ring].mean()))
+            if inside.any():
+                inside_colour.append(float(colour[inside].mean()))
+    if not steps:
+        return None
+    return dict(step=float(np.mean(steps)), step_real=float(np.mean(real_steps)),
+                colour_edge=float(np.mean(edge_colour)),
+                colour_inside=float(np.mean(inside_colour)) if inside_colour else None)
+
+
 def verdict_lines(record):
     """One sentence per network and protocol saying, from the numbers alone, on which pixel metrics the network
     beats every baseline and on which it does not (with the best baseline's value and name)."""

@@ -73,6 +73,7 @@ def test_demo_end_to_end_shortened(tmp_path):
     assert html.count("<tr>") == 2 + 5 and "comparison-gan-center.png" in html and "comparison/sheet.png" in html
     assert "better than every baseline" in report or "behind the best baseline" in report  # the verdict
     assert report.count("Seed diversity: the 2 seeds' completions differ by a mean pairwise L1 of") == 4
+    assert report.count("Where the fills meet the face: a mean brightness step of") == 4
     for key in ("gan", "gan-l1"):
         for spec in ("center", "free-form-large"):
             sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{key}-{spec}.png"))
@@ -149,3 +150,35 @@ def test_the_training_budget_is_shared_by_the_networks_in_whole_images():
     assert demo.network_kimg(0.016, 1 / 3) == "0.005" and demo.network_kimg(0.002, 1 / 3) == "0.001"
     published = demo.NETWORKS[0]
     assert published.train_args == ()  # the published recipe: adversarial loss only, the preset's lr
+
+
+def test_hole_edge_stats_see_a_seam_and_colour_at_the_edge_and_nothing_in_a_perfect_fill():
+    from demo_lib.report import hole_edge_stats
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(60, 150, (8, 8)).astype(np.uint8)  # no clipping below
+    real = np.repeat(gray[..., None], 3, axis=2)
+    mask = np.ones((8, 8), np.float32)
+    mask[2:6, 2:6] = 0  # 16 hole pixels, 12 of them next to a known pixel, 4 inside with ring_px=1
+    perfect = hole_edge_stats([dict(image=real, mask=mask, ours=[real])], ring_px=1)
+    assert perfect["step"] == perfect["step_real"] > 0
+    assert perfect["colour_edge"] < 1e-12 and perfect["colour_inside"] < 1e-12
+    # A fill brighter by 51 (0.2) inside the hole: every edge pair shows it; a red tint on the ring only.
+    seam = real.astype(int)
+    seam[2:6, 2:6] += 51
+    tinted = seam.copy()
+    ring = np.zeros((8, 8), bool)
+    ring[2:6, 2:6] = True
+    ring[3:5, 3:5] = False
+    tinted[ring, 0] += 30  # R + 30 on the ring: distance from gray = (20 + 10 + 10) / 3 / 255
+    stats = hole_edge_stats([dict(image=real, mask=mask, ours=[np.clip(tinted, 0, 255).astype(np.uint8)])],
+                            ring_px=1)
+    hole = mask == 0
+    edge = [(i, j, i + di, j + dj) for i in range(8) for j in range(8) for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1))
+            if hole[i, j] and 0 <= i + di < 8 and 0 <= j + dj < 8 and not hole[i + di, j + dj]]
+    assert len(edge) == 16  # 4 sides x 4 pixels
+    g = np.clip(tinted, 0, 255).mean(axis=2) / 255
+    expected = np.mean([abs(g[i, j] - g[k, m]) for i, j, k, m in edge])
+    assert abs(stats["step"] - expected) < 1e-12 and stats["step"] > perfect["step_real"]
+    assert abs(stats["colour_edge"] - 40 / 3 / 255) < 1e-12 and stats["colour_inside"] < 1e-12
+    assert hole_edge_stats([dict(image=real, mask=np.ones((8, 8)), ours=[real])]) is None
