@@ -110,31 +110,30 @@ def seed_diversity(rows):
     return float(np.mean(per_face)) if per_face else None
 
 
+_NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def _shifted(region, di, dj):
+    """region (bool HxW) read at (i + di, j + dj) for every pixel (i, j); False beyond the image."""
+    h, w = region.shape
+    padded = np.pad(region, 1)
+    return padded[1 + di:1 + di + h, 1 + dj:1 + dj + w]
+
+
 def _edge_pairs(hole):
-    """Index arrays (hole rows, hole cols, known rows, known cols) of every hole pixel next to a known pixel, one
-    entry per such 4-neighbour pair: the places where the fill meets the kept image."""
-    known = ~hole
+    """Index arrays (hole rows, hole cols, known rows, known cols), one entry per hole pixel and known 4-neighbour
+    pair: the places where the fill meets the kept image."""
     pairs = []
-    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # the known neighbour at (i + di, j + dj)
-        h, w = hole.shape
-        src = hole[max(-di, 0):h - max(di, 0), max(-dj, 0):w - max(dj, 0)]
-        dst = known[max(di, 0):h - max(-di, 0), max(dj, 0):w - max(-dj, 0)]
-        i, j = np.nonzero(src & dst)
-        i, j = i + max(-di, 0), j + max(-dj, 0)
+    for di, dj in _NEIGHBOURS:
+        i, j = np.nonzero(hole & _shifted(~hole, di, dj))
         pairs.append((i, j, i + di, j + dj))
     return [np.concatenate(parts) for parts in zip(*pairs)]
 
 
 def _grow(region, px):
     """region (bool HxW) grown by px pixels in the 4-neighbourhood."""
-    region = region.copy()
     for _ in range(px):
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        grown[:, 1:] |= region[:, :-1]
-        grown[:, :-1] |= region[:, 1:]
-        region = grown
+        region = region | np.logical_or.reduce([_shifted(region, di, dj) for di, dj in _NEIGHBOURS])
     return region
 
 
