@@ -31,9 +31,7 @@ TOL = 1e-4
 TORGB_SCALE = 1 / 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

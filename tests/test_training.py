@@ -48,9 +48,7 @@ def opts_for(tmp_path, data, outdir="runs", **kw):
     return opts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

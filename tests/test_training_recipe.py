@@ -26,9 +26,7 @@ from training.networks import Discriminator, Generator
 OFFICIAL_PRESETS = ("auto", "celebahq256", "celebahq512")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
