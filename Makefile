@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-# `make app` serves the newest `make demo` snapshot (or, without one, the traditional methods); APP_ARGS adds
-# options, e.g. `make app APP_ARGS="--port 9000"`. `make browser` installs Debian's chromium for the browser test.
-DEMO_SNAPSHOTS := results/demo/training-runs/*/network-snapshot-*.pt
+# `make app` serves the newest `make demo` snapshot of the L1 network, the one that wins the center hole (or,
+# without one, the traditional methods); APP_ARGS adds options, e.g. `make app APP_ARGS="--port 9000"`.
+# `make browser` installs Debian's chromium for the browser test.
+DEMO_SNAPSHOTS := results/demo/training-runs/gan-l1/*/network-snapshot-*.pt
 CHROMIUM := /usr/bin/chromium
 APP_ARGS ?=
 

@@ -69,6 +69,13 @@ def test_demo_end_to_end_shortened(tmp_path):
     for spec in ("center", "free-form-small", "free-form-large"):
         assert f"{spec} · PSNR ↑" in report
     assert "FID and P-IDS/U-IDS not requested" in report
+    # Both networks trained side by side, each in its own folder, with the demo's batch (not the preset's 32).
+    import demo
+
+    assert f"0.016 kimg per network, batch {demo.DEMO_BATCH}, masks {demo.TRAIN_MASK}" in report
+    assert "2 networks side by side" in report
+    for key in ("gan", "gan-l1"):
+        assert len(list((outdir / "training-runs" / key).glob("*/network-snapshot-*.pt"))) >= 1
     html = (outdir / "report.html").read_text()
     assert html.count("<tr>") == 2 + 5 and "comparison-gan-center.png" in html and "comparison/sheet.png" in html
     assert "better than every baseline" in report or "behind the best baseline" in report  # the verdict
@@ -142,14 +149,37 @@ def test_the_sheets_draw_completions_as_calc_metrics_measures_them():
     assert demo.DROPOUT is dropout.default is True
 
 
-def test_the_training_budget_is_shared_by_the_networks_in_whole_images():
+def test_the_networks_train_side_by_side_on_a_split_of_the_cpu_cores():
+    import torch
+
     import demo
 
-    assert abs(sum(net.share for net in demo.NETWORKS) - 1) < 1e-12
-    assert [demo.network_kimg(30, net.share) for net in demo.NETWORKS] == ["10", "20"]
-    assert demo.network_kimg(0.016, 1 / 3) == "0.005" and demo.network_kimg(0.002, 1 / 3) == "0.001"
-    published = demo.NETWORKS[0]
-    assert published.train_args == ()  # the published recipe: adversarial loss only, the preset's lr
+    cpu = torch.device("cpu")
+    assert [demo.train_threads(cpu, 2, cpus=n) for n in (1, 2, 3, 16)] == [1, 1, 1, 8]
+    assert demo.train_threads(torch.device("cuda"), 2, cpus=16) is None  # the accelerator does the work
+    assert [net.key for net in demo.NETWORKS] == ["gan", "gan-l1"]
+    assert demo.NETWORKS[0].train_args == ()  # the published recipe: adversarial loss only, the preset's lr
+
+
+def test_side_by_side_scripts_stop_together_when_one_fails(tmp_path):
+    # A failing run must not leave its partner training for minutes: the error comes at once, with the log's tail.
+    import time
+
+    import demo
+    from dnnlib import UserError
+
+    sleeper, failer = tmp_path / "sleeper.py", tmp_path / "failer.py"
+    sleeper.write_text("import time\ntime.sleep(60)\n")
+    failer.write_text("import sys, time\ntime.sleep(0.5)\nprint('bad option --lr')\nsys.exit(3)\n")
+    t0 = time.time()
+    with pytest.raises(UserError, match=r"(?s)failed \(exit 3\).*bad option --lr"):
+        demo._run_scripts([([str(sleeper)], str(tmp_path / "a.log")), ([str(failer)], str(tmp_path / "b.log"))])
+    assert time.time() - t0 < 20
+    ok = tmp_path / "ok.py"
+    ok.write_text("import os\nprint(os.environ['OMP_NUM_THREADS'])\n")
+    demo._run_scripts([([str(ok)], str(tmp_path / "c.log")), ([str(ok)], str(tmp_path / "d.log"))],
+                      env={"OMP_NUM_THREADS": "1"})
+    assert (tmp_path / "c.log").read_text() == (tmp_path / "d.log").read_text() == "1\n"
 
 
 def test_hole_edge_stats_see_a_seam_and_colour_at_the_edge_and_nothing_in_a_perfect_fill():
