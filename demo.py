@@ -308,6 +308,10 @@ def _train_option(outdir, snapshot, key):
         return "?"
 
 
+def _threads_text(threads):
+    return "" if threads is None else f", {threads} CPU thread{'s' if threads > 1 else ''} each"
+
+
 def _report_info(opts, data, snapshots, t0, t_train, threads):
     """snapshots: one path relative to outdir per NETWORKS entry."""
     nets = "; ".join(f"{net.label} ({' '.join(net.train_args) if net.train_args else 'adversarial loss only'}): "
@@ -322,7 +326,7 @@ def _report_info(opts, data, snapshots, t0, t_train, threads):
             f"Training: config tiny, {opts.kimg:g} kimg per network, batch "
             f"{_train_option(opts.outdir, snapshots[0], 'batch')}, masks {TRAIN_MASK}, seed {opts.seed}, on "
             f"{opts.device} ({t_train / 60:.1f} min for {len(snapshots)} networks side by side"
-            f"{f', {threads} CPU threads each' if threads else ''}; torch {torch.__version__}, "
+            f"{_threads_text(threads)}; torch {torch.__version__}, "
             f"{os.cpu_count()} CPUs). Snapshots: {nets}.",
             f"Total demo time: {(time.time() - t0) / 60:.1f} min.",
         ],
