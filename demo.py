@@ -146,8 +146,8 @@ def train_step(data, outdir, opts, threads):
     """Train `tiny` on the training faces, the networks of NETWORKS side by side, each for opts.kimg; returns their
     last snapshots.
 
-    --workers 0: center masks of 90 cached faces cost nothing to draw, and worker processes would only compete
-    with the training threads for the cores. threads: train_threads' figure."""
+    --workers 0: 90 cached faces and their 32x32 masks are cheap to draw in the training process, and worker
+    processes would only compete with the training threads for the cores. threads: train_threads' figure."""
     env = None if threads is None else {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     # One folder per network (train.py numbers the runs inside), so runs started together never race for a name.
     run_roots = [os.path.join(outdir, "training-runs", net.key) for net in NETWORKS]
@@ -277,8 +277,7 @@ def main(**kwargs):
         _log(f"dataset: {data.num_train} training / {data.num_val} held-out faces in {opts.outdir}/data", t0)
         t_train, threads = time.time(), train_threads(device, len(NETWORKS))
         _log(f"training {len(NETWORKS)} networks side by side (tiny, {opts.kimg:g} kimg each, batch {opts.batch}) "
-             f"on {device} (logs: "
-             f"{opts.outdir}/train-*.log) ...", t0)
+             f"on {device} (logs: {opts.outdir}/train-*.log) ...", t0)
         snapshots = list(zip([net.label for net in NETWORKS], train_step(data, opts.outdir, opts, threads)))
         t_train = time.time() - t_train
         _log(f"trained: {', '.join(p for _l, p in snapshots)}", t0)
