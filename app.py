@@ -3,7 +3,7 @@ seed, with the traditional methods; the same through an HTTP API (the work is in
 
 Examples:
 
-    python app.py --network results/demo/training-runs/gan-l1/00000-tiny-.../network-snapshot-000015.pt
+    python app.py --network results/demo/training-runs/gan-l1/00000-tiny-.../network-snapshot-000014.pt
     python app.py --network ffhq512.pt --port 8080 --device cpu
     python app.py            # no network: the traditional methods only
 """

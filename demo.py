@@ -82,7 +82,6 @@ def _start_script(args, log_path, env=None):
 def _check_script(job):
     """Raise with the log's tail if a job of _start_script has failed (nothing while it runs)."""
     if job.proc.returncode:
-        job.log.close()
         with open(job.log_path, encoding="utf-8") as log:
             tail = log.read()[-3000:]
         raise UserError(f"{' '.join(job.cmd[1:3])} ... failed (exit {job.proc.returncode}); log {job.log_path}:\n"
