@@ -113,6 +113,20 @@ def test_resume_from_path_and_metrics_hook(tmp_path, data_zip):
     assert "nothing to do" in open(os.path.join(again.run_dir, "log.txt")).read()
 
 
+def test_resume_keeps_adam_moments_but_takes_this_runs_lr(tmp_path, data_zip):
+    # torch's Adam.load_state_dict brings back the saved lr and betas too; a resume with a new --lr must use it.
+    first = launch(opts_for(tmp_path, data_zip, kimg=0.004, lr=0.002), overrides=MICRO)
+    again = launch(opts_for(tmp_path, data_zip, kimg=0.008, lr=0.0005, resume=first.snapshot), overrides=MICRO)
+    saved = checkpoint.load_snapshot(first.snapshot)
+    for key, interval in (("opt_G", 4), ("opt_D", MICRO["d_reg_interval"])):
+        ratio = interval / (interval + 1)  # lazy regularisation's rescaling (_adam)
+        group = again.state[key].param_groups[0]
+        assert group["lr"] == pytest.approx(0.0005 * ratio), key
+        assert group["betas"] == pytest.approx((0.0, 0.99 ** ratio)), key
+        assert saved[key]["param_groups"][0]["lr"] == pytest.approx(0.002 * ratio), key
+        assert min(int(s["step"]) for s in again.state[key].state.values()) > 0, key  # moments carried on
+
+
 def test_resume_auto_starts_fresh_and_latest_needs_a_snapshot(tmp_path, data_zip):
     runner = CliRunner()
     args = ["--outdir", str(tmp_path / "empty"), "--data", data_zip, "--cfg", "tiny", "--device", "cpu",

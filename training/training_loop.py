@@ -257,7 +257,12 @@ def restore_state(state, data, info):
     state.D.load_state_dict(data["D"])
     for key in ("opt_G", "opt_D"):
         if key in data:
+            # Adam's load_state_dict also brings back the snapshot's lr, betas and eps; a resume keeps the moments
+            # but runs with this run's options (e.g. a new --lr), as the user asked for.
+            hyper = [{name: group[name] for name in ("lr", "betas", "eps")} for group in state[key].param_groups]
             state[key].load_state_dict(data[key])
+            for group, values in zip(state[key].param_groups, hyper):
+                group.update(values)
     pl_mean = data.get("loss_state", {}).get("pl_mean")
     if pl_mean is not None:
         state.loss.pl_mean = pl_mean.to(info.device)
