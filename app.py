@@ -13,6 +13,7 @@ import sys
 import click
 
 from dnnlib import UserError
+from dnnlib.cli_types import FiniteFloatRange
 from inference.impls import impl_option
 
 
@@ -24,7 +25,7 @@ from inference.impls import impl_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 opens the app to your network (it has no login).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port.")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0.01), default=25.0, show_default=True,
+@click.option("--max-upload-mb", type=FiniteFloatRange(min=0.01), default=25.0, show_default=True,
               help="Largest image or mask file accepted.")
 @click.option("--max-side", type=click.IntRange(min=16), default=8192, show_default=True,
               help="Largest image side accepted, in pixels.")

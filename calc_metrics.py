@@ -26,7 +26,7 @@ import uuid
 import click
 import torch
 
-from dnnlib import EasyDict, UserError
+from dnnlib import EasyDict, UserError, check_output_path
 from inference.impls import impl_option
 from metrics import metric_main
 from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, check_baseline_name
@@ -256,6 +256,10 @@ def main(**kwargs):
         cfg.networks = list(cfg.networks)
         cfg.network = cfg.networks[0] if len(cfg.networks) == 1 else None  # the single-method mode's fields
         cfg.baseline = cfg.baselines[0] if len(cfg.baselines) == 1 else None
+        if cfg.out:  # checked before evaluating, which can take hours
+            check_output_path(cfg.out, "--out", "file")
+        if cfg.outdir:
+            check_output_path(cfg.outdir, "--outdir")
         run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

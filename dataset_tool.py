@@ -28,7 +28,7 @@ import PIL.Image
 from tqdm import tqdm
 
 from data.image_io import FileSource, decode_image_rgb, is_image_name
-from dnnlib import UserError, default_file_mode
+from dnnlib import UserError, check_output_path, default_file_mode
 
 
 def list_source_images(source):
@@ -93,6 +93,7 @@ class ArchiveWriter:
         self.dest = os.path.normpath(dest)
         self.is_zip = self.dest.lower().endswith(".zip")
         self.force = force
+        check_output_path(self.dest, "--dest", "file" if self.is_zip else "folder")
         parent = os.path.dirname(os.path.abspath(self.dest))
         os.makedirs(parent, exist_ok=True)
         base = os.path.basename(self.dest)
@@ -242,9 +243,14 @@ def _print_skipped(skipped):
         print(f"  {name}: {error}", file=sys.stderr)
 
 
+MAX_RESOLUTION = 1024  # training.networks.MAX_RESOLUTION (a test pins it), not imported: that would load torch
+
+
 def _power_of_two(_ctx, _param, value):
-    if value is not None and (value < 4 or value & (value - 1)):
-        raise click.BadParameter(f"{value} is not a power of two >= 4 (the networks double the resolution per block)")
+    # 4-16 make small test and baseline datasets; the networks train at 32-1024 (train.py says so for the rest).
+    if value is not None and (value < 4 or value > MAX_RESOLUTION or value & (value - 1)):
+        raise click.BadParameter(f"{value} is not a power of two from 4 to {MAX_RESOLUTION} (the networks double "
+                                 f"the resolution per block, up to {MAX_RESOLUTION})")
     return value
 
 

@@ -20,6 +20,7 @@ import click
 import torch
 
 from dnnlib import EasyDict, UserError
+from dnnlib.cli_types import FiniteFloatRange
 
 # The research question at toy scale: the GAN against the traditional methods on small free-form holes, large
 # free-form holes (MAT's evaluation presets) and the 25% center square. (The official free-form generator used in
@@ -248,7 +249,7 @@ def report_step(outdir, info, record, sheets, opts):
 
 @click.command()
 @click.option("--outdir", default="results/demo", show_default=True, help="Where the report and everything else go.")
-@click.option("--kimg", type=click.FloatRange(min=0.001), default=DEMO_KIMG, show_default=True,
+@click.option("--kimg", type=FiniteFloatRange(min=0.001), default=DEMO_KIMG, show_default=True,
               help="Training length of each network in thousands of images (they train side by side; the main "
                    "knob for the demo's run time).")
 @click.option("--batch", type=click.IntRange(min=1), default=DEMO_BATCH, show_default=True,

@@ -12,6 +12,7 @@ import sys
 import click
 
 from dnnlib import EasyDict, UserError
+from dnnlib.cli_types import FiniteFloatRange
 from inference.fit_names import fit_options
 from inference.impls import impl_option
 
@@ -35,7 +36,7 @@ def _seeds(ctx, param, value):
 @click.option("--seeds", type=str, default="0-7", show_default=True, callback=_seeds,
               help="Seeds, one result per seed: '0-7', '1,5,9', '0-3,10'.")
 @click.option("--outdir", required=True, metavar="DIR", help="Where <stem>-seed<NNNN>.png (and grids) are written.")
-@click.option("--trunc", "truncation_psi", type=click.FloatRange(0, 2), default=1.0, show_default=True,
+@click.option("--trunc", "truncation_psi", type=FiniteFloatRange(0, 2), default=1.0, show_default=True,
               help="Truncation psi (1 = none; lower trades diversity for typicality).")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="Per-layer noise: 'const' is reproducible and batched; 'random' is seeded per seed.")

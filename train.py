@@ -6,6 +6,7 @@ import sys
 import click
 
 from dnnlib import UserError
+from dnnlib.cli_types import FiniteFloatRange
 from metrics import metric_main
 from training.config import preset_names
 from training.training_loop import TrainingDiverged, launch
@@ -35,19 +36,19 @@ def _grid(ctx, param, value):
 @click.option("--batch", type=click.IntRange(min=1), help="Total batch over all processes [default: preset].")
 @click.option("--batch-gpu", type=click.IntRange(min=1),
               help="Samples per device per round; gradients are accumulated over rounds [default: preset cap].")
-@click.option("--gamma", type=click.FloatRange(min=0), help="R1 weight [default: preset, 10].")
-@click.option("--ema-kimg", type=click.FloatRange(min=0), help="G EMA half-life in kimg [default: preset, 10].")
-@click.option("--ema-rampup", type=click.FloatRange(min=0),
+@click.option("--gamma", type=FiniteFloatRange(min=0), help="R1 weight [default: preset, 10].")
+@click.option("--ema-kimg", type=FiniteFloatRange(min=0), help="G EMA half-life in kimg [default: preset, 10].")
+@click.option("--ema-rampup", type=FiniteFloatRange(min=0),
               help="EMA half-life at most RATIO x images seen early on; 0 = constant [default: preset: 0 = "
                    "official, tiny 0.05].")
-@click.option("--trunc", "truncation_psi", type=click.FloatRange(0, 1),
+@click.option("--trunc", "truncation_psi", type=FiniteFloatRange(0, 1),
               help="Truncation psi of every training forward and the snapshot grids, toward the tracked w "
                    "average; 1 = none [default: 0.5, the official G_main's]. Metrics never truncate.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam lr of G and D [default: 0.002].")
-@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), help="Train for this many thousand images.")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help="Adam lr of G and D [default: 0.002].")
+@click.option("--kimg", type=FiniteFloatRange(min=0, min_open=True), help="Train for this many thousand images.")
 @click.option("--mirror/--no-mirror", default=None, help="Random horizontal flips [default: on].")
 @click.option("--snap", type=click.IntRange(min=1), help="Ticks between snapshots, grids and metrics.")
-@click.option("--tick-kimg", type=click.FloatRange(min=0, min_open=True), help="kimg per progress tick.")
+@click.option("--tick-kimg", type=FiniteFloatRange(min=0, min_open=True), help="kimg per progress tick.")
 @click.option("--metrics", default="none", metavar="LIST", help="Comma-separated metrics per snapshot, or none.")
 @click.option("--resume", metavar="PATH|latest|auto",
               help="Snapshot to resume from; 'latest' = newest in --outdir (error if none); 'auto' = latest if any.")
@@ -55,8 +56,8 @@ def _grid(ctx, param, value):
 @click.option("--fp32", is_flag=True, help="Disable float16 layers on CUDA.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader worker processes.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", help="Compute device.")
-@click.option("--pl-weight", type=click.FloatRange(min=0), help="Path length regularisation weight [default: 0].")
-@click.option("--l1-weight", type=click.FloatRange(min=0), help="L1 reconstruction weight [default: 0].")
+@click.option("--pl-weight", type=FiniteFloatRange(min=0), help="Path length regularisation weight [default: 0].")
+@click.option("--l1-weight", type=FiniteFloatRange(min=0), help="L1 reconstruction weight [default: 0].")
 @click.option("--grid", callback=_grid, metavar="COLSxROWS", help="Image grid layout [default: 8x4].")
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved configuration and exit.")
 def main(dry_run, **opts):

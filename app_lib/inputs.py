@@ -5,14 +5,12 @@ import dataclasses
 import io
 import re
 
-import numpy as np
 import PIL.Image
 
 from data.image_io import decode_image_rgb, decode_mask
 from dnnlib import UserError
 
 MAX_SEEDS = 16
-SEED_LIMIT = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
 # Mask specs a client may ask for: the generated kinds only (an `nvidia:PATH` spec would open a path it names).
 MASK_SPEC_RE = re.compile(r"center(:0?\.\d+)?|free-form(-small|-large)?(:[01](\.\d+)?-[01](\.\d+)?)?")
 MASK_SPECS = ("center", "free-form", "free-form-small", "free-form-large")  # what the page offers
@@ -80,7 +78,7 @@ def check_hole(mask):
 
 def parse_seed_list(text, limits):
     """'0-3', '1,5,9' -> a list of at most limits.max_seeds seeds, counted before any range is expanded."""
-    from inference.inpaint import parse_seeds
+    from inference.inpaint import SEED_LIMIT, parse_seeds  # here: this module stays torch-free
 
     text = str(text).strip()
     count = 0
@@ -135,12 +133,11 @@ def check_mask_spec(spec):
 def spec_mask(spec, width, height, seed, limits):
     """A mask drawn from a spec for a W x H image, as generate.py draws it (at the square max(W, H), then
     center-cropped so a center hole stays centered); float32 [H, W], 1 = known."""
-    from data.masks import eval_mask
+    from data.masks import eval_mask_for_size
 
     check_mask_spec(spec)
-    if not (1 <= width <= limits.max_side and 1 <= height <= limits.max_side):
-        raise TooLarge(f"mask: {width}x{height} is outside 1..{limits.max_side} px a side")
-    side = max(width, height)
-    square = np.asarray(eval_mask(spec, side, int(seed), 0), dtype=np.float32)
-    top, left = (side - height) // 2, (side - width) // 2
-    return np.ascontiguousarray(square[top : top + height, left : left + width])
+    if width < 1 or height < 1:
+        raise UserError(f"mask: {width}x{height} is not a size (width and height must be at least 1 px)")
+    if width > limits.max_side or height > limits.max_side:
+        raise TooLarge(f"mask: {width}x{height} is over the limit of {limits.max_side} px a side")
+    return eval_mask_for_size(spec, height, width, int(seed), 0)

@@ -20,6 +20,7 @@ from app_lib.service import InpaintRequest
 from app_lib.worker import Busy, Worker
 from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_CHOICES
+from inference.inpaint import SEED_LIMIT
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
@@ -220,8 +221,8 @@ def create_app(service, worker=None):
         """PNG of width x height, white = hole, drawn from `spec` (center, center:0.4, free-form,
         free-form-small, free-form-large, free-form:0.2-0.4) and `seed` as generate.py draws spec masks."""
         inputs.check_mask_spec(spec)
-        if not 0 <= seed <= inputs.SEED_LIMIT:
-            raise UserError(f"seed: {seed} is outside 0..{inputs.SEED_LIMIT}")
+        if not 0 <= seed <= SEED_LIMIT:
+            raise UserError(f"seed: {seed} is outside 0..{SEED_LIMIT}")
         png = await run_job(lambda report: service.spec_mask_png(spec, width, height, seed))
         return Response(png, media_type="image/png")
 

@@ -403,6 +403,16 @@ def eval_mask(spec, resolution, seed, index):
     return np.ascontiguousarray(gen.sample_eval(rng, int(index)), dtype=np.float32)
 
 
+def eval_mask_for_size(spec, height, width, seed, index):
+    """eval_mask for an H x W image (generate.py's and the web app's spec masks): drawn at the square max(H, W) and
+    center-cropped, so a `center` hole stays centered; images under 4 px a side get the crop of a 4x4 draw (the
+    generators' smallest)."""
+    side = max(int(height), int(width), 4)
+    square = eval_mask(spec, side, seed, index)
+    top, left = (side - height) // 2, (side - width) // 2
+    return np.ascontiguousarray(square[top : top + height, left : left + width])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line: python -m data.masks --spec free-form --resolution 256 --count 1000 --out DIR
 

@@ -24,8 +24,12 @@ class InpaintError(UserError):
 # Seeds.
 
 
+SEED_LIMIT = 2**32 - 1  # numpy's RandomState (seed_to_z) takes seeds below 2**32
+
+
 def parse_seeds(text):
-    """'0-7' -> [0..7]; '1,3,10-12' -> [1, 3, 10, 11, 12]. Raises UserError naming --seeds on bad input."""
+    """'0-7' -> [0..7]; '1,3,10-12' -> [1, 3, 10, 11, 12]; a seed given twice runs once (first place kept). Raises
+    UserError naming --seeds on bad input."""
     seeds = []
     for part in str(text).split(","):
         part = part.strip()
@@ -35,10 +39,12 @@ def parse_seeds(text):
         lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
         if hi < lo:
             raise UserError(f"--seeds {text!r}: range '{part}' goes backwards")
+        if hi > SEED_LIMIT:  # checked before the range is expanded
+            raise UserError(f"--seeds {text!r}: {hi} is too large (seeds go up to {SEED_LIMIT})")
         seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise UserError(f"--seeds {text!r}: no seeds given")
-    return seeds
+    return list(dict.fromkeys(seeds))
 
 
 def seed_to_z(seed, z_dim):

@@ -8,7 +8,14 @@ import torch
 from converters.port_pth import convert_port_pth
 from converters.tf_pickle import convert_tf_pickle
 from inference import fast_path
-from training.checkpoint import SNAPSHOT_KIND_GENERATOR, CheckpointError, first_error_line, load_snapshot, snapshot_kind
+from training.checkpoint import (
+    SNAPSHOT_KIND_GENERATOR,
+    CheckpointError,
+    first_error_line,
+    load_snapshot,
+    snapshot_kind,
+    state_dict_problem,
+)
 from training.networks import Generator
 
 
@@ -37,12 +44,15 @@ def load_generator(path, device="cpu", ema=True, impl="fast"):
     data = read_network_file(path)
     if not ema and snapshot_kind(data) == SNAPSHOT_KIND_GENERATOR:
         raise CheckpointError(f"{path}: holds only G_ema (G and D are absent); load it with ema=True")
-    G = Generator(**data["G_kwargs"])
+    try:
+        G = Generator(**data["G_kwargs"])
+    except (TypeError, ValueError) as err:  # an unknown keyword, or a value the networks refuse (NetworkInputError)
+        raise CheckpointError(f"{path}: its G_kwargs do not describe a Generator ({first_error_line(err)})") from None
     try:
         G.load_state_dict(data["G_ema" if ema else "G"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: generator weights do not match its G_kwargs "
-                              f"({first_error_line(err)})") from None
+                              f"({state_dict_problem(err)})") from None
     G.eval().requires_grad_(False)
     fast_path.attach(G, impl)
     return G.to(device)

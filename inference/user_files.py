@@ -4,11 +4,10 @@ inpainting every seed and writing the results (and per-file errors instead of a 
 import os
 import zlib
 
-import numpy as np
 import tqdm
 
 from data.image_io import is_image_name, read_image_rgb, read_mask_file
-from dnnlib import EasyDict, UserError
+from dnnlib import EasyDict, UserError, check_output_path
 from inference.fitting import FitError
 from inference.inpaint import InpaintError, inpaint_photo
 from inference.pictures import draw_fit, make_grid, mask_to_png, save_png, show_hole
@@ -59,15 +58,12 @@ def find_mask_file(image_path, masks_path):
 
 
 def spec_mask_for_image(spec, height, width, image_path, mask_seed):
-    """A generated mask for an H x W image: drawn at the square max(H, W) and center-cropped, so a `center`
-    hole stays centered. Depends only on (spec, size, file stem, mask_seed): reruns reproduce it."""
-    from data.masks import eval_mask
+    """A generated mask for an H x W image (data.masks.eval_mask_for_size). Depends only on (spec, size, file stem,
+    mask_seed): reruns reproduce it."""
+    from data.masks import eval_mask_for_size
 
-    side = max(height, width)
     index = zlib.crc32(_stem(image_path).encode("utf-8")) & 0x7FFFFFFF
-    square = np.asarray(eval_mask(spec, side, mask_seed, index), dtype=np.float32)
-    top, left = (side - height) // 2, (side - width) // 2
-    return np.ascontiguousarray(square[top : top + height, left : left + width])
+    return eval_mask_for_size(spec, height, width, mask_seed, index)
 
 
 def load_pair(image_path, mask_source, *, mask_is_spec, mask_hole, mask_seed):
@@ -134,6 +130,7 @@ def run_generate(G, opts, device):
     are collected, not raised; returns EasyDict(written=[paths], failures=[(image_path, message)], num_images,
     notes=[messages of fallbacks that ran]).
     """
+    check_output_path(opts.outdir, "--outdir")
     mask_is_spec = not os.path.exists(opts.masks)
     if mask_is_spec:
         check_mask_spec(opts.masks, G.img_resolution)

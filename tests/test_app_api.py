@@ -184,6 +184,9 @@ def test_each_bad_input_is_a_one_line_4xx_and_the_server_stays_up(client, pair):
     assert res.status_code == 400 and res.json()["detail"].startswith("width:")
     res = client.get("/api/v1/mask", params=dict(spec="center", width=5000, height=10))
     assert res.status_code == 413
+    for width in (0, -5):  # not a size at all: a bad request, not a too-large one
+        res = client.get("/api/v1/mask", params=dict(spec="center", width=width, height=10))
+        assert res.status_code == 400 and "is not a size" in res.json()["detail"], res.text
     # Still up and answering correctly.
     res = _post(client, png_bytes(img), png_bytes(mask), seeds="1")
     assert res.status_code == 200
@@ -202,6 +205,8 @@ def test_inspect_and_spec_masks(client, pair):
     assert m.shape == (H, W) and set(np.unique(m)) == {0, 255}
     hole = np.argwhere(m == 255)
     assert abs(hole[:, 0].mean() - (H - 1) / 2) < 1 and abs(hole[:, 1].mean() - (W - 1) / 2) < 1
+    res = client.get("/api/v1/mask", params=dict(spec="center", width=3, height=3))  # under 4 px: a 4x4 draw, cropped
+    assert res.status_code == 200 and decode_png(res.content).shape[:2] == (3, 3)
     a, b = (client.get("/api/v1/mask", params=dict(spec="free-form", width=W, height=H, seed=s)).content
             for s in (1, 2))
     assert a != b and a == client.get("/api/v1/mask", params=dict(spec="free-form", width=W, height=H, seed=1)).content

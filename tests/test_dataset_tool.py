@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import dataset_tool
 from data.dataset import ImageDataset
 from data.image_io import ImageReadError, decode_image_rgb, read_image_rgb, read_mask_file
+from training import networks
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -178,6 +179,12 @@ def test_bad_options(tmp_path, source):
     assert r.exit_code == 2 and "none: --source path does not exist" in r.output
     r = _run(["--source", source, "--dest", tmp_path / "x.zip", "--resolution", 12])
     assert r.exit_code == 2 and "not a power of two" in r.output
+    r = _run(["--source", source, "--dest", tmp_path / "x.zip", "--resolution", 2048])  # past what the networks train
+    assert r.exit_code == 2 and "from 4 to 1024" in r.output
+    assert dataset_tool.MAX_RESOLUTION == networks.MAX_RESOLUTION
+    (tmp_path / "afile").write_text("x")
+    r = _run(["--source", source, "--dest", tmp_path / "afile" / "x.zip", "--resolution", 8])
+    assert r.exit_code == 2 and f"{tmp_path / 'afile'} is a file" in r.output and "Traceback" not in r.output
     r = _run(["--source", source, "--dest", tmp_path / "x.zip", "--resolution", 8, "--val-count", 9])
     assert r.exit_code == 2 and "--val-count 9: must be below the number of source images (9)" in r.output
     (tmp_path / "docs").mkdir()

@@ -184,6 +184,9 @@ def test_fatal_errors_exit_2_without_traceback(snapshot, tmp_path):
         (["--network", tmp_path / "missing.pt", "--masks", "center"], ["missing.pt", "not found"]),
         (["--network", snapshot, "--masks", "no-such-mask-kind"], ["--masks no-such-mask-kind"]),
         (["--network", snapshot, "--masks", "center", "--images", tmp_path / "nothing"], ["nothing", "no such"]),
+        (["--network", snapshot, "--masks", "center", "--outdir", img], ["--outdir", "a.png", "is a file"]),
+        (["--network", snapshot, "--masks", "center", "--outdir", tmp_path / "a.png" / "sub"],
+         ["--outdir", "a.png is a file"]),
     ]
     for args, needles in cases:
         result = CliRunner().invoke(generate.main, [str(a) for a in common + args])
@@ -191,6 +194,48 @@ def test_fatal_errors_exit_2_without_traceback(snapshot, tmp_path):
         assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
         for needle in needles:
             assert needle in result.stderr, (needle, result.stderr)
+
+
+def test_options_out_of_reach_of_the_networks_are_refused_by_name(snapshot, tmp_path):
+    img = _save(_image(16, 16, 0), tmp_path / "a.png")
+    common = ["--network", snapshot, "--images", img, "--masks", "center", "--outdir", tmp_path / "out"]
+    for args, needle in ((["--trunc", "nan"], "'nan' is not a finite number"),
+                         (["--trunc", "inf"], "'--trunc'"),
+                         (["--seeds", "4294967296"], "4294967296 is too large (seeds go up to 4294967295)"),
+                         (["--seeds", "0-4294967296"], "too large")):  # refused before the range is expanded
+        result = CliRunner().invoke(generate.main, [str(a) for a in common + args])
+        assert result.exit_code == 2 and needle in result.stderr, (args, result.output)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_tiny_images_get_spec_masks_and_a_repeated_seed_runs_once(snapshot, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    _save(_image(1, 1, 0), images / "dot.png")  # under the mask generators' 4 px: a crop of a 4x4 draw
+    _save(_image(3, 2, 0), images / "small.png")
+    _save(_image(20, 20, 0), images / "face.png")
+    result = _run(["--network", snapshot, "--images", images, "--masks", "center", "--seeds", "0-2,1",
+                   "--outdir", tmp_path / "out", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 images inpainted; 9 files" in result.output
+    assert _read(tmp_path / "out" / "small-seed0002.png").shape == (3, 2, 3)
+
+
+def test_malformed_snapshots_are_named_errors(snapshot, tmp_path):
+    good = torch.load(snapshot, weights_only=True)
+    cases = {"kwstr": (dict(G_kwargs="oops"), "G_kwargs is str, expected a dict"),
+             "noema": (dict(G_ema=None), "G_ema is NoneType"),
+             "bogus": (dict(G_kwargs={**good["G_kwargs"], "bogus": 1}), "unexpected keyword argument 'bogus'"),
+             "negres": (dict(G_kwargs={**good["G_kwargs"], "img_resolution": -3}), "img_resolution"),
+             "wide": (dict(G_kwargs={**good["G_kwargs"], "channel_max": 8}), "size mismatch for")}
+    img = _save(_image(16, 16, 0), tmp_path / "a.png")
+    for name, (change, needle) in cases.items():
+        path = str(tmp_path / f"{name}.pt")
+        save_snapshot(path, {**{k: v for k, v in good.items() if k not in ("format", "version")}, **change})
+        result = CliRunner().invoke(generate.main, ["--network", path, "--images", img, "--masks", "center",
+                                                    "--outdir", str(tmp_path / "out")])
+        assert result.exit_code == 2, (name, result.output)
+        assert result.stderr.startswith(f"error: {path}: ") and needle in result.stderr, (name, result.stderr)
 
 
 def test_random_noise_is_reproducible_per_seed_whatever_the_batch(snapshot):
@@ -279,6 +324,8 @@ def test_fit_at_the_model_resolution_is_the_identity():
 def test_parse_seeds():
     assert parse_seeds("0-3") == [0, 1, 2, 3]
     assert parse_seeds("5, 1,10-11") == [5, 1, 10, 11]
+    assert parse_seeds("3,0-3,1") == [3, 0, 1, 2]  # a repeat runs once, where it first appears
+    assert parse_seeds("4294967295") == [4294967295]
     for bad in ("", "a", "3-1", "1--2"):
         with pytest.raises(UserError, match="--seeds"):
             parse_seeds(bad)

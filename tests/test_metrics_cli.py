@@ -55,6 +55,9 @@ def test_cli_errors_exit_2_with_a_message(files, tmp_path):
         (["--baseline", "telea", "--metrics", "fud10k"], "unknown metric 'fud10k'"),
         (["--baseline", "telea", "--mask", "squiggle"], "squiggle"),
         (["--network", tmp_path / "missing.pt"], "missing.pt: no such file"),
+        # Checked before the evaluation (hours for a real FID run), not at its first write.
+        (["--baseline", "telea", "--out", tmp_path], f"--out {tmp_path}: is a folder, not a file"),
+        (["--baseline", "telea,ns", "--outdir", files["zip16"]], "is a file, not a folder"),
     ]
     for extra, message in cases:
         args = ["--data", files["zip16"], "--device", "cpu", "--metrics", "pix2", "--mask", "center"] + extra

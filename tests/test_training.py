@@ -127,6 +127,17 @@ def test_resume_keeps_adam_moments_but_takes_this_runs_lr(tmp_path, data_zip):
         assert min(int(s["step"]) for s in again.state[key].state.values()) > 0, key  # moments carried on
 
 
+def test_resume_from_weights_of_other_networks_is_a_named_error(tmp_path, data_zip):
+    first = launch(opts_for(tmp_path, data_zip, kimg=0.004), overrides=MICRO)
+    data = checkpoint.load_snapshot(first.snapshot)
+    name = next(iter(data["G"]))
+    data["G"][name] = data["G"][name][..., :1]  # same kwargs, a tensor of another shape
+    bad = str(tmp_path / "bad.pt")
+    checkpoint.save_snapshot(bad, data)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"--resume {bad}: its weights do not fit .*size mismatch"):
+        launch(opts_for(tmp_path, data_zip, kimg=0.008, resume=bad), overrides=MICRO)
+
+
 def test_resume_auto_starts_fresh_and_latest_needs_a_snapshot(tmp_path, data_zip):
     runner = CliRunner()
     args = ["--outdir", str(tmp_path / "empty"), "--data", data_zip, "--cfg", "tiny", "--device", "cpu",
@@ -140,7 +151,8 @@ def test_resume_auto_starts_fresh_and_latest_needs_a_snapshot(tmp_path, data_zip
     assert not os.path.exists(tmp_path / "empty")  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "resolution", "mask", "metric", "batch"])
+@pytest.mark.parametrize("case", ["missing", "empty", "resolution", "mask", "metric", "batch", "outdir", "res48",
+                                  "nan"])
 def test_errors_before_training(tmp_path, data_zip, case):
     data, extra = data_zip, []
     if case == "missing":
@@ -156,16 +168,24 @@ def test_errors_before_training(tmp_path, data_zip, case):
         extra = ["--metrics", "fidd10k"]
     elif case == "batch":
         extra = ["--batch", "6", "--batch-gpu", "4"]
+    elif case == "res48":  # a size no network trains at; --cfg auto takes the dataset's resolution
+        data = make_zip(tmp_path / "size48.zip", count=2, res=48)
+        extra = ["--cfg", "auto", "--dry-run"]
+    elif case == "nan":
+        extra = ["--lr", "nan"]
     outdir = tmp_path / "runs"
+    if case == "outdir":
+        outdir.write_text("a file where the runs would go")
     args = ["--outdir", str(outdir), "--data", data, "--device", "cpu", "--cfg", "tiny"] + extra
     result = CliRunner().invoke(train.main, args)
     assert result.exit_code == 2, result.output
     message = result.stderr
-    assert message.startswith("error: ") and "Traceback" not in message
+    assert message.startswith("error: " if case != "nan" else "Usage: ") and "Traceback" not in message
     expected = {"missing": "nope.zip", "empty": "empty.zip", "resolution": "--cfg celebahq256",
-                "mask": "blobs", "metric": "fidd10k", "batch": "--batch 6"}[case]
+                "mask": "blobs", "metric": "fidd10k", "batch": "--batch 6", "outdir": "is a file, not a folder",
+                "res48": "size48.zip: images are 48x48", "nan": "'nan' is not a finite number"}[case]
     assert expected in message
-    assert not outdir.exists() or not os.listdir(outdir)
+    assert case == "outdir" or not outdir.exists() or not os.listdir(outdir)
 
 
 def test_divergence_names_phase_and_last_snapshot(tmp_path, data_zip, monkeypatch):

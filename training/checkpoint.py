@@ -91,6 +91,10 @@ def load_snapshot(path):
     missing = [key for key in SNAPSHOT_KINDS[kind] if key not in data]
     if missing:
         raise CheckpointError(f"{path}: snapshot lacks {', '.join(missing)}")
+    # Every required entry is a dict: the kwargs of a network, or its state dict (a mapping of tensors).
+    wrong = [f"{key} is {type(data[key]).__name__}" for key in SNAPSHOT_KINDS[kind] if not isinstance(data[key], dict)]
+    if wrong:
+        raise CheckpointError(f"{path}: not a usable snapshot ({', '.join(wrong)}, expected a dict)")
     return data
 
 
@@ -147,6 +151,13 @@ def _refusal_message(path, err, what):
 def first_error_line(err):
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
+
+
+def state_dict_problem(err):
+    """The first concrete line of load_state_dict's error (missing / unexpected keys, a size mismatch), not its
+    'Error(s) in loading state_dict for X:' header."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else first_error_line(err))[:300]
 
 
 def list_snapshots(run_dir):

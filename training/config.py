@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from dnnlib import EasyDict, UserError
+from dnnlib import EasyDict, UserError, check_output_path
 
 # Published CoModGAN training (FFHQ/Places2, reused for CelebA-HQ), as the official TF code runs it
 # (run_training.py, training/training_loop.py, training/co_mod_gan.py G_main; README "Training recipe"):
@@ -128,6 +128,14 @@ def set_resolution(c, data_resolution):
         raise UserError(f"--data {c.data}: images are {data_resolution}x{data_resolution} but --cfg {c.cfg} "
                         f"trains at {c.resolution}x{c.resolution}; resize the dataset (dataset_tool.py) "
                         f"or use --cfg auto")
+    from training.networks import MAX_RESOLUTION, MIN_RESOLUTION, NetworkInputError, check_resolution
+
+    try:
+        check_resolution(int(data_resolution))
+    except NetworkInputError:
+        raise UserError(f"--data {c.data}: images are {data_resolution}x{data_resolution}; the networks train at "
+                        f"a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (resize with dataset_tool.py)"
+                        ) from None
     c.resolution = int(data_resolution)
     c.G_kwargs["img_resolution"] = c.resolution
     c.D_kwargs["img_resolution"] = c.resolution
@@ -141,6 +149,7 @@ def validate_inputs(c, metric_registry=None):
 
     if not c.data:
         raise UserError("--data: a dataset zip or folder is required")
+    check_output_path(c.outdir, "--outdir")
     dataset = ImageDataset(c.data)
     if len(dataset) == 0:
         raise UserError(f"--data {c.data}: the dataset holds no images")

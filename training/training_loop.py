@@ -495,7 +495,11 @@ def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=N
     state = build_state(c, info)
     last_snapshot = None
     if resume_data is not None:
-        restore_state(state, resume_data, info)
+        try:
+            restore_state(state, resume_data, info)
+        except (RuntimeError, ValueError) as err:  # weights or optimizer groups of other networks
+            raise checkpoint.CheckpointError(f"--resume {c.get('resume_path')}: its weights do not fit this run's "
+                                             f"networks ({checkpoint.state_dict_problem(err)})") from None
         last_snapshot = c.get("resume_path")
         log.print(f"resuming from {last_snapshot} at kimg {state.cur_nimg / 1000:.3f} (tick {state.cur_tick})")
     for net in (state.G, state.D, state.G_ema):
