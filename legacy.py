@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from dnnlib import UserError
+from dnnlib import UserError, check_output_path
 
 
 @click.command()
@@ -35,6 +35,8 @@ def main(source, dest, fp16, force):
             raise UserError(f"--dest {dest}: file exists (pass --force to overwrite)")
         if os.path.abspath(source) == os.path.abspath(dest):
             raise UserError(f"--dest {dest}: must differ from --source")
+        check_output_path(dest, "--dest", "file")  # before a conversion that can take a while
+        _refuse_our_snapshot(source)
         port = source.lower().endswith(".pth")
         snapshot = _convert(source, fp16, port)
         try:
@@ -50,6 +52,20 @@ def main(source, dest, fp16, force):
                    f"from it) written to {dest}")
     else:
         click.echo(f"{source}: {res}x{res} generator (G, G_ema) and discriminator written to {dest}")
+
+
+def _refuse_our_snapshot(source):
+    """A .pt that loads as our snapshot needs no conversion; anything else is tried as a TF pickle below."""
+    from training.checkpoint import CheckpointError, load_snapshot
+
+    if not source.lower().endswith(".pt"):
+        return
+    try:
+        load_snapshot(source)
+    except CheckpointError:
+        return
+    raise UserError(f"--source {source}: already a comodgan-pytorch snapshot; generate.py, calc_metrics.py and "
+                    f"train.py --resume read it as it is")
 
 
 def _convert(source, fp16, port):

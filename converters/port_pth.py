@@ -351,7 +351,7 @@ def convert_port_pth(source, fp16=False):
     """
     from training.networks import Generator  # The loader part of this module works without the networks.
 
-    label = os.path.basename(os.fspath(source))
+    label = os.fspath(source)
     port_state = load_port_state(source)
     kwargs = port_generator_kwargs(port_state, label, fp16=fp16)
     G = Generator(**kwargs)

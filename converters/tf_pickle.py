@@ -413,7 +413,7 @@ def convert_tf_pickle(source, fp16=False):
     `fp16=True` lets the highest 4 resolutions run in float16 on CUDA (activations clamped at 256); the default
     keeps float32 everywhere, which is what the official networks computed.
     """
-    label = os.path.basename(os.fspath(source)) if not isinstance(source, (bytes, bytearray)) else "<bytes>"
+    label = os.fspath(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>"
     tf_G, tf_D, tf_Gs = load_tf_pickle(source)
     G_kwargs, G_state = convert_generator(tf_G, f"{label} [G]", fp16=fp16)
     Gs_kwargs, Gs_state = convert_generator(tf_Gs, f"{label} [Gs]", fp16=fp16)

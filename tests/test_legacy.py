@@ -344,6 +344,13 @@ def test_cli_writes_a_loadable_snapshot(tmp_path, official):
     assert G.img_resolution == RES and not any(p.requires_grad for p in G.parameters())
     result = CliRunner().invoke(legacy_main, ["--source", str(official["path"]), "--dest", str(dest)])
     assert result.exit_code == 2 and "file exists" in result.output
+    # Our own snapshot needs no conversion; a --dest under a file is named before converting.
+    result = CliRunner().invoke(legacy_main, ["--source", str(dest), "--dest", str(tmp_path / "again.pt")])
+    assert result.exit_code == 2 and f"--source {dest}: already a comodgan-pytorch snapshot" in result.output
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(legacy_main, ["--source", str(official["path"]), "--dest",
+                                              str(tmp_path / "afile" / "x.pt")])
+    assert result.exit_code == 2 and f"{tmp_path / 'afile'} is a file" in result.output
 
 
 def test_cli_reports_bad_source_without_traceback(tmp_path):
@@ -352,6 +359,7 @@ def test_cli_reports_bad_source_without_traceback(tmp_path):
     result = CliRunner().invoke(legacy_main, ["--source", str(bad), "--dest", str(tmp_path / "x.pt")])
     assert result.exit_code == 2
     assert "error:" in result.output and "os.system" in result.output and "Traceback" not in result.output
+    assert f"error: {bad}: " in result.output  # the whole path, not only its name
     assert not (tmp_path / "x.pt").exists()
 
 
