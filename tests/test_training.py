@@ -90,6 +90,8 @@ def test_train_resume_reproduces_uninterrupted_run(tmp_path, data_zip):
     assert "resuming from" in open(os.path.join(first.run_dir, "log.txt")).read()
     records = [json.loads(line) for line in open(os.path.join(first.run_dir, "stats.jsonl"))]
     assert [r["kimg"] for r in records] == [0.004, 0.008, 0.012]
+    times = [r["time_s"] for r in records]  # the training time goes on from the snapshot's, not from 0
+    assert times == sorted(times) and times[2] > times[1] > 0, times
     a, b = _params(full.snapshot), _params(resumed.snapshot)
     assert b["progress"] == a["progress"]
     for key in ("G", "G_ema", "D"):

@@ -70,6 +70,17 @@ def test_presets_resolve_to_the_official_recipe(cfg):
     assert (c.gamma, c.style_mixing_prob, c.batch, c.lr, c.betas) == (10.0, 0.5, 32, 0.002, [0.0, 0.99])
 
 
+def test_the_default_round_divides_each_processs_batch():
+    # Without --batch-gpu the preset's cap is a ceiling, not a value that must divide --batch.
+    for cfg, batch, world, expected in (("celebahq256", 24, 1, (12, 2)), ("celebahq512", 12, 1, (6, 2)),
+                                        ("celebahq512", 32, 1, (8, 4)), ("celebahq256", 32, 2, (16, 1)),
+                                        ("tiny", 7, 1, (7, 1)), ("celebahq512", 24, 2, (6, 2))):
+        c = config.build_config(dict(cfg=cfg, data="x.zip", mask="center", outdir=".", batch=batch), world_size=world)
+        assert (c.batch_gpu, c.num_rounds) == expected, (cfg, batch, world)
+    with pytest.raises(config.UserError, match="--batch 9 must be a multiple"):  # 9 does not split over 2 processes
+        config.build_config(dict(cfg="tiny", data="x.zip", mask="center", outdir=".", batch=9), world_size=2)
+
+
 def test_cli_knobs_for_truncation_and_ema_rampup(tmp_path, data_zip):
     base = ["--outdir", str(tmp_path / "runs"), "--data", data_zip, "--device", "cpu", "--dry-run"]
     tiny = json.loads(CliRunner().invoke(train.main, base + ["--cfg", "tiny"]).stdout)

@@ -112,7 +112,7 @@ class RunLog:
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("tick", "timestamp"):
-                    self.tb.add_scalar(key, value, global_step=int(record["kimg"] * 1000))
+                    self.tb.add_scalar(key, value, global_step=round(record["kimg"] * 1000))  # int() truncated
             self.tb.flush()
 
     def close(self):
@@ -221,7 +221,7 @@ def build_state(c, info):
     loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob,
                         truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight)
     return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss,
-                    cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0)
+                    cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0, time_s=0.0)
 
 
 def _adam(module, c, reg_interval):
@@ -270,6 +270,8 @@ def restore_state(state, data, info):
     for key in ("cur_nimg", "cur_tick", "step"):
         state[key] = int(progress.get(key, 0))
     state.tick_start_nimg = state.cur_nimg
+    # Training time so far, so that time_s in stats.jsonl goes on from the snapshot's (0 for older snapshots).
+    state.time_s = float(data.get("timing", {}).get("time_s", 0.0))
 
 
 def _to_cpu(obj):
@@ -293,6 +295,7 @@ def snapshot_dict(c, state):
         "loss_state": {"pl_mean": None if pl_mean is None else pl_mean.detach().cpu()},
         "progress": {"cur_nimg": state.cur_nimg, "cur_tick": state.cur_tick, "step": state.step,
                      "kimg": state.cur_nimg / 1000},
+        "timing": {"time_s": state.time_s},  # wall time, kept apart from progress (which a resume reproduces)
         # Per-step RNG is re-derived from (seed, step); the generator states are stored for the record.
         "rng": {"seed": c.seed, "torch_cpu": torch.get_rng_state()},
         "training_options": _plain(c),
@@ -517,7 +520,7 @@ def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=N
         log.close()
         return EasyDict(run_dir=run_dir, snapshot=last_snapshot, state=state)
     loader = make_loader(c, dataset, info, state.step)
-    timing = EasyDict(start=time.time(), tick_start=time.time(), offset=0.0)
+    timing = EasyDict(start=time.time(), tick_start=time.time(), offset=state.time_s)
     tick_stats = {}
     try:
         while True:
@@ -541,6 +544,7 @@ def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_s
     """Report the tick; on snapshot ticks write grids, the snapshot and metrics. Returns the last snapshot."""
     check_params_finite(state, "after tick", last_snapshot)
     record = tick_record(c, state, tick_stats, timing)
+    state.time_s = record["time_s"]
     log.print(tick_line(record))
     log.stats(record)
     tick = state.cur_tick
