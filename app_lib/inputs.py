@@ -77,8 +77,9 @@ def check_hole(mask):
 
 
 def parse_seed_list(text, limits):
-    """'0-3', '1,5,9' -> a list of at most limits.max_seeds seeds, counted before any range is expanded."""
-    from inference.inpaint import SEED_LIMIT, parse_seeds  # here: this module stays torch-free
+    """'0-3', '1,5,9' -> a list of at most limits.max_seeds seeds, counted before any range is expanded; the
+    syntax and the seed limit are parse_seeds' (generate.py's)."""
+    from inference.inpaint import parse_seeds  # here: this module stays torch-free
 
     text = str(text).strip()
     count = 0
@@ -87,8 +88,6 @@ def parse_seed_list(text, limits):
         if not m:
             raise UserError(f"seeds {text[:40]!r}: '{part.strip()[:20]}' is not a number or a range like 0-7")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi > SEED_LIMIT:
-            raise UserError(f"seeds: {hi} is too large (seeds go up to {SEED_LIMIT})")
         count += max(0, hi - lo + 1)
         if count > limits.max_seeds:
             raise UserError(f"seeds {text[:40]!r}: more than {limits.max_seeds} seeds")

@@ -147,6 +147,7 @@ def _bad_inputs(pair):
         ("mask not an image", dict(image=good_img, mask=b"GIF89a-not"), 400, "mask"),
         ("17 seeds", dict(image=good_img, mask=good_mask, seeds="0-16"), 400, "more than 16 seeds"),
         ("huge range", dict(image=good_img, mask=good_mask, seeds="0-99999999999"), 400, "seeds"),
+        ("past 2**32", dict(image=good_img, mask=good_mask, seeds="4294967296"), 400, "4294967296 is too large"),
         ("bad seeds", dict(image=good_img, mask=good_mask, seeds="a-b"), 400, "seeds"),
         ("too many px", dict(image=png_bytes(big), mask=good_mask), 413, "1024 px"),
         ("too many bytes", dict(image=png_bytes(noisy), mask=good_mask), 413, "limit of 2.0 MB"),
