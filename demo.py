@@ -19,7 +19,7 @@ import time
 import click
 import torch
 
-from dnnlib import EasyDict, UserError
+from dnnlib import EasyDict, UserError, check_output_path
 from dnnlib.cli_types import FiniteFloatRange
 
 # The research question at toy scale: the GAN against the traditional methods on small free-form holes, large
@@ -272,6 +272,7 @@ def main(**kwargs):
     try:
         opts.seeds = parse_seeds(opts.seeds)
         device = resolve_device(opts.device)
+        check_output_path(opts.outdir, "--outdir")
         os.makedirs(opts.outdir, exist_ok=True)
         data = data_step(opts.outdir, opts)
         _log(f"dataset: {data.num_train} training / {data.num_val} held-out faces in {opts.outdir}/data", t0)

@@ -182,6 +182,18 @@ def test_side_by_side_scripts_stop_together_when_one_fails(tmp_path):
     assert (tmp_path / "c.log").read_text() == (tmp_path / "d.log").read_text() == "1\n"
 
 
+def test_an_outdir_that_is_a_file_is_named_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    import demo
+
+    taken = tmp_path / "results"
+    taken.write_text("a file where the demo's folder would go")
+    result = CliRunner().invoke(demo.main, ["--outdir", str(taken)])
+    assert result.exit_code == 2 and f"--outdir {taken}: is a file, not a folder" in result.stderr, result.output
+    assert "Traceback" not in result.output
+
+
 def test_hole_edge_stats_see_a_seam_and_colour_at_the_edge_and_nothing_in_a_perfect_fill():
     from demo_lib.report import hole_edge_stats
 
