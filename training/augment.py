@@ -99,7 +99,10 @@ def _filter_separable(x, up, down, pad, flip):
     """upfirdn2d with the symlet-6 filter along both axes of x [N, C, H, W] by matrix products."""
     mw = torch.from_numpy(_fir_matrix(x.shape[3], up, down, pad[0], pad[1], flip)).to(x.device, x.dtype)
     mh = torch.from_numpy(_fir_matrix(x.shape[2], up, down, pad[0], pad[1], flip)).to(x.device, x.dtype)
-    return mh.t() @ (x @ mw)
+    n, c, h, _w = x.shape
+    x = (x.reshape(-1, x.shape[3]) @ mw).reshape(n, c, h, -1)  # along rows: one product over all N * C * H rows
+    x = x.transpose(2, 3).reshape(-1, h) @ mh  # along columns likewise (mh.t() @ x would batch N * C small ones)
+    return x.reshape(n, c, -1, mh.shape[1]).transpose(2, 3)
 
 
 def _upsample2x(x):
