@@ -135,10 +135,14 @@ class AugmentPipe(torch.nn.Module):
     2x downsampling) and the mask with the same map at its own resolution: the hole indicator is reflect-padded
     like the image, warped bilinearly and thresholded at 0.5, so the mask stays binary, follows every hole the
     image shows (including holes mirrored in by the padding), and reads "known" outside the padded image, where
-    the image is a constant. Colour ops are one 4x4 colour matrix per image on RGB; the mask is not touched.
+    the image is a constant. The padding is mirrored rather than filled with "known" because a fake's mirrored
+    border holds G's pixels: labelled known, D would see generated pixels where the mask promises real ones, and
+    straight hole edges along the original frame. Colour ops are one 4x4 colour matrix per image on RGB; the
+    mask is not touched.
     """
 
     def __init__(self, p=0.0,
+                 # Probability multipliers of the ops (0 = off; 'bgc' sets every one to 1):
                  xflip=0.0, rotate90=0.0, xint=0.0, scale=0.0, rotate=0.0, aniso=0.0, xfrac=0.0,
                  brightness=0.0, contrast=0.0, lumaflip=0.0, hue=0.0, saturation=0.0,
                  xint_max=0.125,  # integer translation range, fraction of the image size
