@@ -241,18 +241,19 @@ def _same(value, expected):
 def _modulation_kwargs(tf_G, label):
     """style_mod / cond_mod of the synthesis that the pickle holds (it is what reads them), checked against G's
     own kwargs; both off is refused, like our Generator refuses it."""
-    synthesis = tf_G.components.get("synthesis")
+    places = {label: tf_G.static_kwargs}
+    if "synthesis" in tf_G.components:
+        places[f"{label}/synthesis"] = tf_G.components["synthesis"].static_kwargs
     found = {}
     for key in _MODULATION_KWARGS:
-        values = {where: kw[key] for where, kw in ((label, tf_G.static_kwargs),
-                                                   (f"{label}/synthesis", synthesis and synthesis.static_kwargs))
-                  if kw and key in kw}
+        values = {where: kw.get(key, True) for where, kw in places.items()}  # absent: the official default
         for where, value in values.items():
             if not isinstance(value, (bool, np.bool_)):
                 raise TFImportError(f"{where}: static_kwargs {key}={value!r} is not a boolean")
         if len({bool(v) for v in values.values()}) > 1:
-            raise TFImportError(f"{label}: static_kwargs {key} differs between G and its synthesis ({values})")
-        found[key] = bool(next(iter(values.values()), True))
+            raise TFImportError(f"{label}: static_kwargs {key} differs between G and its synthesis "
+                                f"({', '.join(f'{w}: {v}' for w, v in values.items())})")
+        found[key] = bool(values[label])
     if not any(found.values()):
         raise TFImportError(f"{label}: static_kwargs style_mod=False and cond_mod=False: a generator without any "
                             f"modulation input is not one of the paper's networks or ablations, and our Generator "
