@@ -229,6 +229,7 @@ def test_each_variant_trains_saves_loads_and_generates(variant, data_zip, tmp_pa
     seeds = [np.asarray(Image.open(out / f"face-seed{s:04d}.png")) for s in (0, 1)]
     # Noise const and no dropout (generate.py's defaults): without style mod the seed has nothing to change.
     assert np.array_equal(seeds[0], seeds[1]) == (not flags["style_mod"])
+    assert ("every seed gives the same completion" in result.output) == (not flags["style_mod"])
 
     # A resume has to name the variant: the same outdir without the switch is refused before training.
     with pytest.raises(checkpoint.UserError, match="--style-mod/--cond-mod"):
