@@ -198,11 +198,12 @@ def data_zip(tmp_path_factory):
     return _zip(tmp_path_factory.mktemp("faces") / "faces.zip")
 
 
-@pytest.mark.parametrize("variant", ["no-style-mod", "no-cond-mod"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_trains_saves_loads_and_generates(variant, data_zip, tmp_path):
     flags = VARIANTS[variant]
     run = launch(_opts(tmp_path, data_zip, **flags), overrides=MICRO)
-    assert run.snapshot and os.path.basename(run.run_dir).endswith("-" + variant.replace("-", ""))
+    suffix = "".join(f"-no{key[:-4]}mod" for key, on in flags.items() if not on)
+    assert run.snapshot and os.path.basename(run.run_dir).endswith("-gamma0.2" + suffix)
     assert all(np.isfinite(p.detach().numpy()).all() for p in run.state.G.parameters())
     options = json.load(open(os.path.join(run.run_dir, "training_options.json")))
     raw = checkpoint.load_snapshot(run.snapshot)
@@ -231,9 +232,12 @@ def test_each_variant_trains_saves_loads_and_generates(variant, data_zip, tmp_pa
     assert np.array_equal(seeds[0], seeds[1]) == (not flags["style_mod"])
     assert ("every seed gives the same completion" in result.output) == (not flags["style_mod"])
 
-    # A resume has to name the variant: the same outdir without the switch is refused before training.
+    # A resume has to name the variant: another variant is refused before training, the same one goes on.
+    other = VARIANTS["no-style-mod" if variant == "full" else "full"]
     with pytest.raises(checkpoint.UserError, match="--style-mod/--cond-mod"):
-        launch(_opts(tmp_path, data_zip, resume="latest", kimg=0.004), overrides=MICRO, dry_run=True)
+        launch(_opts(tmp_path, data_zip, resume="latest", kimg=0.004, **other), overrides=MICRO, dry_run=True)
+    assert launch(_opts(tmp_path, data_zip, resume="latest", kimg=0.004, **flags), overrides=MICRO,
+                  dry_run=True) is None
 
 
 def test_snapshots_without_the_switches_are_the_full_model(data_zip, tmp_path):
