@@ -16,6 +16,7 @@ from skimage.data import lfw_subset
 from tf_pickle_maker import dumps_official, make_official_states, official_variables, trainable_count, variables_of
 
 import generate
+import legacy
 import train
 from converters.tf_pickle import TFImportError, convert_tf_pickle
 from inference import fast_path
@@ -272,6 +273,11 @@ def test_a_converted_variant_pickle_rebuilds_the_variant(variant, tmp_path):
     snap = convert_tf_pickle(path)
     for key in ("style_mod", "cond_mod"):
         assert snap["G_kwargs"][key] is VARIANTS[variant][key]
+    converted = tmp_path / "converted.pt"
+    result = CliRunner().invoke(legacy.main, ["--source", str(path), "--dest", str(converted)])
+    assert result.exit_code == 0, result.output
+    assert checkpoint.load_snapshot(converted)["G_kwargs"] == snap["G_kwargs"]
+    assert load_generator(converted, "cpu").init_kwargs == snap["G_kwargs"]
     G = load_generator(path, "cpu")  # the in-memory conversion every loader uses
     rng = np.random.default_rng(0)
     img = rng.uniform(-1, 1, [2, 3, PKL_RES, PKL_RES])
