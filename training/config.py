@@ -204,7 +204,8 @@ def _check_metric_names(names, registry):
 def run_description(c):
     name = os.path.splitext(os.path.basename(os.path.normpath(c.data)))[0]
     mask = re.sub(r"[^A-Za-z0-9.=-]+", "_", c.mask.split(":")[0] if c.mask.startswith("nvidia") else c.mask)
-    ablation = "".join(f"-no{key[:-4]}mod" for key in ("style_mod", "cond_mod") if not c.G_kwargs.get(key, True))
+    ablation = "".join(tag for key, tag in (("style_mod", "-nostylemod"), ("cond_mod", "-nocondmod"))
+                       if not c.G_kwargs.get(key, True))
     return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{ablation}"
 
 
