@@ -101,8 +101,24 @@ def build_config(opts, world_size=1, overrides=None):
     if c.fp32:
         for kw in (c.G_kwargs, c.D_kwargs):
             kw.update(num_fp16_res=0, conv_clamp=None)
+    _set_modulation(c, opts)
     _check_numbers(c)
     return c
+
+
+def _set_modulation(c, opts):
+    """--style-mod/--cond-mod (official run_training.py --disable-style-mod/--disable-cond-mod) into G_kwargs,
+    always written out so that training_options.json and a resume check name the variant."""
+    for key in ("style_mod", "cond_mod"):
+        value = opts.get(key)
+        c.G_kwargs[key] = bool(c.G_kwargs.get(key, True) if value is None else value)
+    if not (c.G_kwargs["style_mod"] or c.G_kwargs["cond_mod"]):
+        raise UserError("--no-style-mod with --no-cond-mod: every modulated layer needs w (--style-mod) or the "
+                        "global code (--cond-mod); keep at least one on (docs/ablations.md)")
+    if not c.G_kwargs["style_mod"] and c.pl_weight != 0:
+        raise UserError(f"--pl-weight {c.pl_weight:g} with --no-style-mod: path length regularisation acts on the "
+                        f"w -> image map, and without style modulation w does not reach the image; use "
+                        f"--pl-weight 0")
 
 
 # Augmentation of what D sees (training/augment.py). The published training has none (noaug); ADA's constants are
@@ -223,8 +239,10 @@ def _check_metric_names(names, registry):
 def run_description(c):
     name = os.path.splitext(os.path.basename(os.path.normpath(c.data)))[0]
     mask = re.sub(r"[^A-Za-z0-9.=-]+", "_", c.mask.split(":")[0] if c.mask.startswith("nvidia") else c.mask)
+    ablation = "".join(tag for key, tag in (("style_mod", "-nostylemod"), ("cond_mod", "-nocondmod"))
+                       if not c.G_kwargs.get(key, True))
     aug = "" if c.get("aug", "noaug") == "noaug" else f"-{c.aug}"
-    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{aug}"
+    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{ablation}{aug}"
 
 
 def to_json(c):
