@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from test_loss import LinearD, TinyG
+from test_loss import _batch as loss_batch
 from test_training import MICRO, make_zip, opts_for
 from torch.autograd import gradcheck, gradgradcheck
 
@@ -15,6 +17,7 @@ from dnnlib import UserError
 from torch_utils.ops import upfirdn2d
 from training import augment, checkpoint, config
 from training.augment import COLOR_OPS, GEOMETRIC_OPS, AdaTuner, AugmentPipe, ada_adjust, make_augment_pipe
+from training.loss import CoModGANLoss
 from training.training_loop import launch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -97,6 +100,53 @@ def test_gradients_to_second_order():
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
     assert gradcheck(f, (x,), fast_mode=True)
     assert gradgradcheck(f, (x,), fast_mode=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In the loss: what D sees is augmented, what G sees is not, R1 differentiates the image before augmentation.
+
+
+def test_r1_is_taken_before_augmentation():
+    # D(x) = <w, x> + <v, m> on contrast-augmented images c * x: dD/dx = c * w, so the penalty is c^2 |w|^2 per
+    # image (w.r.t. the augmented image it would be |w|^2).
+    img, mask, _z = loss_batch()
+    D = LinearD()
+    pipe = AugmentPipe(p=1, contrast=1)
+    loss = CoModGANLoss(TinyG(), D, r1_gamma=10.0, augment_pipe=pipe)
+    torch.manual_seed(5)
+    stats = loss.d_r1(img, mask)
+    torch.manual_seed(5)
+    c = pipe._color(img.shape[0], img.device)[:, 0, 0]  # the same draws: each image's contrast factor
+    assert not torch.allclose(c, torch.ones_like(c))
+    expected = (c.square() * D.w.detach().square().sum()).sum()
+    torch.testing.assert_close(stats["r1_penalty"], expected)
+
+
+class _Recording(torch.nn.Module):
+    """Wraps a module and keeps the (img, mask) of every call."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, img, mask, *args, **kwargs):
+        self.calls.append((img.detach().clone(), mask.clone()))
+        return self.inner(img, mask, *args, **kwargs)
+
+
+def test_every_input_of_d_is_augmented_and_none_of_g():
+    img, mask, z = loss_batch()
+    G, pipe = TinyG(), _Recording(AugmentPipe(p=1, xflip=1, rotate90=1, brightness=1))
+    G_rec = _Recording(G)  # records G's inputs; the loss maps z with G.mapping itself
+    G_rec.mapping = G.mapping
+    loss = CoModGANLoss(G_rec, LinearD(), style_mixing_prob=0.0, truncation_psi=1.0, augment_pipe=pipe)
+    loss.g_main(img, mask, z)
+    loss.d_main(img, mask, z)
+    loss.d_r1(img, mask)
+    assert len(pipe.calls) == 4  # G phase's fake; D phase's fake and real; R1's real
+    assert torch.equal(pipe.calls[2][0], img) and torch.equal(pipe.calls[3][0], img)
+    assert all(torch.equal(m, mask) for _img, m in pipe.calls)  # and the batch's own masks
+    assert len(G_rec.calls) == 2 and all(torch.equal(i, img) and torch.equal(m, mask) for i, m in G_rec.calls)
 
 
 # ---------------------------------------------------------------------------------------------------------------
