@@ -68,7 +68,8 @@ def _grid(ctx, param, value):
 @click.option("--aug", type=click.Choice(["noaug", "ada", "fixed"]), default="noaug",
               help="Augment everything D sees (image and mask together, stylegan2-ada's bgc ops): ada tunes the "
                    "strength p to D's overfitting, fixed keeps --aug-p. Turn ada on for a few thousand images or "
-                   "fewer, or when D's real/fake scores drift apart (D overfits); the published training has none.")
+                   "fewer, or when D overfits (signs_real in stats.jsonl stays near +1); the published training "
+                   "has none. See docs/own-data.md.")
 @click.option("--aug-p", type=FiniteFloatRange(0, 1), help="Augmentation probability p: fixed (--aug fixed) or the "
                                                             "starting value (--aug ada) [default: 0].")
 @click.option("--ada-target", type=FiniteFloatRange(0, 1),
