@@ -1,6 +1,7 @@
 """The few-image experiment: does mask-consistent ADA keep D from overfitting 20 faces, and what does it do to
-the inpainting? Trains `--cfg tiny` on 20 of scikit-image's lfw faces with --aug noaug and with --aug ada (both
-arms side by side, one torch thread each, same seed, masks, batch and length), then prints:
+the inpainting? Trains `--cfg tiny` on 20 of scikit-image's lfw faces with --aug noaug and with --aug ada, and
+with `--fixed-p P` a third arm with the augmentation held at p (--aug fixed), all side by side, one torch thread
+each, same seed, masks, batch and length; then prints:
 
 - over time (every snapshot): D's mean logit on the 20 training faces minus its mean logit on 20 held-out faces
   (80-99) under the same masks, center and free-form (a growing gap = D memorises its training set), the mean
@@ -10,12 +11,13 @@ arms side by side, one torch thread each, same seed, masks, batch and length), t
 
 Run from the repository root (about 20 min per 60 kimg and arm on 2 free cores; --kimg sets the length):
 
-    python -m benchmarks.few_images_overfit --outdir results/few-images --kimg 70
+    python -m benchmarks.few_images_overfit --outdir results/few-images --kimg 64 --snap 4 --fixed-p 0.3
 
 Faces 0-19 train and 80-99 are held out, upscaled 25x25 -> 32x32 bicubic, gray as RGB. Training masks are mixed
 free-form/center, batch 32. `--ada-kimg` is ADA's speed (kimg for p to move by 1): stylegan2-ada's 500 suits runs
 of thousands of kimg; in a run of tens of kimg p could not move by more than a few hundredths, so the default
-here is 10. `--eval-only` re-reads finished runs.
+here is 10. `--eval-only` reports on the runs in --outdir (also while they train: the rows end at the last
+snapshot every arm has).
 """
 
 import glob
@@ -48,7 +50,7 @@ TRAIN_FACES, HELD_FACES = range(0, 20), range(80, 100)
 RESOLUTION = 32
 TRAIN_MASK = "mixed:free-form=0.5,center=0.5"
 EVAL_MASKS = ("center", "free-form")
-ARMS = ("noaug", "ada")
+ARMS = ("noaug", "ada", "fixed")  # "fixed" only with --fixed-p
 
 
 def write_faces_zip(path, indices):
@@ -76,15 +78,15 @@ def masks_for(spec, count, seed):
     return torch.from_numpy(np.stack([eval_mask(spec, RESOLUTION, seed, i) for i in range(count)]))[:, None]
 
 
-def train_arms(outdir, data, kimg, seed, ada_kimg, snap_ticks):
-    """Start both arms as train.py processes (one torch thread each), wait, return {arm: run_dir}."""
+def train_arms(outdir, data, kimg, seed, ada_kimg, snap_ticks, fixed_p):
+    """Start the arms as train.py processes (one torch thread each), wait, return {arm: run_dir}."""
     procs = {}
-    for arm in ARMS:
+    arms = ARMS if fixed_p is not None else ARMS[:2]
+    for arm in arms:
         args = [sys.executable, os.path.join(REPO, "train.py"), "--outdir", os.path.join(outdir, arm), "--data", data,
                 "--cfg", "tiny", "--mask", TRAIN_MASK, "--batch", "32", "--kimg", str(kimg), "--snap",
                 str(snap_ticks), "--seed", str(seed), "--workers", "0", "--device", "cpu", "--aug", arm]
-        if arm == "ada":
-            args += ["--ada-kimg", str(ada_kimg)]
+        args += {"noaug": [], "ada": ["--ada-kimg", str(ada_kimg)], "fixed": ["--aug-p", str(fixed_p)]}[arm]
         log = open(os.path.join(outdir, f"{arm}.log"), "w", encoding="utf-8")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         procs[arm] = (subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env), log, args)
@@ -93,7 +95,12 @@ def train_arms(outdir, data, kimg, seed, ada_kimg, snap_ticks):
         if proc.wait() != 0:
             raise click.ClickException(f"{arm} arm failed (exit {proc.returncode}); see {log.name}")
         log.close()
-    return {arm: run_dir_of(outdir, arm) for arm in ARMS}
+    return {arm: run_dir_of(outdir, arm) for arm in arms}
+
+
+def find_runs(outdir):
+    """{arm: run_dir} of the arms present in `outdir` (noaug and ada at least)."""
+    return {arm: run_dir_of(outdir, arm) for arm in ARMS if arm != "fixed" or os.path.isdir(os.path.join(outdir, arm))}
 
 
 def run_dir_of(outdir, arm):
@@ -148,63 +155,83 @@ def mean_signs(stats, lo, hi):
     return float(np.mean(values)) if values else float("nan")
 
 
-def report(runs, seed, num_seeds, kimg, ada_kimg, minutes):
+def _options(run_dir):
+    with open(os.path.join(run_dir, "training_options.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _arm_label(arm, options):
+    return {"noaug": "noaug", "ada": "ada", "fixed": f"p={options.get('aug_p', 0):g}"}[arm]
+
+
+def report(runs, num_seeds, minutes):
+    """Print the over-time table and the held-out scores of the runs {arm: run_dir}."""
+    options = {arm: _options(run_dir) for arm, run_dir in runs.items()}
+    ada, seed = options["ada"], options["ada"]["seed"]
     train_img, held_img = face_tensor(TRAIN_FACES), face_tensor(HELD_FACES)
     masks = {spec: masks_for(spec, len(HELD_FACES), seed) for spec in EVAL_MASKS}
-    print(f"\nfew-image overfitting: tiny, 20 lfw faces (0-19), held out 80-99, 32x32, masks {TRAIN_MASK}, batch 32, "
-          f"{kimg:g} kimg, seed {seed}; ADA target 0.6, --ada-kimg {ada_kimg:g}")
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, one torch thread per "
-          f"arm; wall minutes " + ", ".join(f"{arm} {m:.0f}" for arm, m in minutes.items() if m))
     stats = {arm: read_stats(run_dir) for arm, run_dir in runs.items()}
     snaps = {arm: dict(checkpoint.list_snapshots(run_dir)) for arm, run_dir in runs.items()}
     kimgs = sorted(set.intersection(*(set(s) for s in snaps.values())))
-    print("\nD(train faces) - D(held-out faces), mean logit, same masks; sign = mean sign(D(real)) in training "
-          "since the previous row; p = ADA's p")
-    print(f"{'kimg':>5} | {'noaug ctr':>9} {'noaug ff':>8} {'sign':>6} | {'ada ctr':>8} {'ada ff':>7} {'sign':>6} "
-          f"{'p':>6}")
+    labels = {arm: _arm_label(arm, options[arm]) for arm in runs}
+    print(f"\nfew-image overfitting: tiny, 20 lfw faces (0-19), held out 80-99, 32x32, masks {TRAIN_MASK}, batch "
+          f"{ada['batch']}, seed {seed}, {ada['kimg']:g} kimg planned; ADA target {ada['ada_target']:g}, --ada-kimg "
+          f"{ada['ada_kimg']:g}; arms: {', '.join(labels.values())}")
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, one torch thread per "
+          f"arm" + "".join(f"; {labels[arm]} {m:.0f} min" for arm, m in minutes.items() if m))
+    print("\nD(train faces) - D(held-out faces): mean logit, same masks (ctr = center, ff = free-form); sign = mean "
+          "sign(D(real)) in training since the previous row; p = ADA's p")
+    head = " | ".join(f"{labels[arm] + ' ctr':>10} {'ff':>6} {'sign':>5}" + (f" {'p':>5}" if arm == "ada" else "")
+                      for arm in runs)
+    print(f"{'kimg':>5} | {head}")
     prev = -1
     for k in kimgs:
-        gaps = {arm: d_logit_gaps(snaps[arm][k], train_img, held_img, masks) for arm in ARMS}
-        p = stats["ada"].get(k, {}).get("augment_p", float("nan"))
-        print(f"{k:>5} | {gaps['noaug']['center']:>9.3f} {gaps['noaug']['free-form']:>8.3f} "
-              f"{mean_signs(stats['noaug'], prev, k):>6.2f} | {gaps['ada']['center']:>8.3f} "
-              f"{gaps['ada']['free-form']:>7.3f} {mean_signs(stats['ada'], prev, k):>6.2f} {p:>6.3f}", flush=True)
+        cells = []
+        for arm in runs:
+            gap = d_logit_gaps(snaps[arm][k], train_img, held_img, masks)
+            cell = f"{gap['center']:>10.3f} {gap['free-form']:>6.3f} {mean_signs(stats[arm], prev, k):>5.2f}"
+            if arm == "ada":
+                cell += f" {stats[arm].get(k, {}).get('augment_p', float('nan')):>5.3f}"
+            cells.append(cell)
+        print(f"{k:>5} | " + " | ".join(cells), flush=True)
         prev = k
     last = kimgs[-1]
     seeds = list(range(num_seeds))
     print(f"\nheld-out faces 80-99 at {last} kimg, G_ema, seeds {seeds[0]}-{seeds[-1]} (L1 in the hole in [0, 1], "
           f"PSNR dB, SSIM; diversity = mean pairwise L1 between seeds in the hole)")
     print(f"{'arm':<6} {'mask':<10} {'L1 hole':>8} {'PSNR':>7} {'SSIM':>7} {'divers.':>8}")
-    for arm in ARMS:
+    for arm in runs:
         scores = inpainting_scores(snaps[arm][last], held_img, masks, seeds)
         for spec in EVAL_MASKS:
             s = scores[spec]
-            print(f"{arm:<6} {spec:<10} {s['l1_hole']:>8.4f} {s['psnr']:>7.2f} {s['ssim']:>7.4f} "
+            print(f"{labels[arm]:<6} {spec:<10} {s['l1_hole']:>8.4f} {s['psnr']:>7.2f} {s['ssim']:>7.4f} "
                   f"{s['diversity']:>8.4f}")
 
 
 @click.command()
-@click.option("--outdir", required=True, metavar="DIR", help="Where the datasets and both arms' runs go.")
-@click.option("--kimg", type=click.FloatRange(min=1), default=70.0, help="Training length of each arm.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Training seed (both arms) and mask seed.")
+@click.option("--outdir", required=True, metavar="DIR", help="Where the dataset and the arms' runs go.")
+@click.option("--kimg", type=click.FloatRange(min=1), default=64.0, help="Training length of each arm.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Training seed (every arm) and mask seed.")
 @click.option("--ada-kimg", type=click.FloatRange(min=0, min_open=True), default=10.0,
               help="ADA speed of the ada arm: kimg for p to move by 1.")
-@click.option("--snap", "snap_ticks", type=click.IntRange(min=1), default=5,
-              help="kimg between snapshots (ticks of 1 kimg): the rows of the over-time table.")
+@click.option("--fixed-p", type=click.FloatRange(0, 1), default=None,
+              help="Add an arm with the augmentation held at this p (--aug fixed).")
+@click.option("--snap", "snap_ticks", type=click.IntRange(min=1), default=4,
+              help="Ticks (about 1 kimg each) between snapshots: the rows of the over-time table.")
 @click.option("--seeds", "num_seeds", type=click.IntRange(min=2), default=5, help="Inpainting seeds per face.")
 @click.option("--eval-only", is_flag=True, help="Do not train: report on the runs already in --outdir.")
-def main(outdir, kimg, seed, ada_kimg, snap_ticks, num_seeds, eval_only):
+def main(outdir, kimg, seed, ada_kimg, fixed_p, snap_ticks, num_seeds, eval_only):
     os.makedirs(outdir, exist_ok=True)
     torch.set_num_threads(1)
-    minutes = dict.fromkeys(ARMS)
+    minutes = {}
     if eval_only:
-        runs = {arm: run_dir_of(outdir, arm) for arm in ARMS}
+        runs = find_runs(outdir)
     else:
         data = write_faces_zip(os.path.join(outdir, "faces-0-19.zip"), TRAIN_FACES)
         t0 = time.time()
-        runs = train_arms(outdir, data, kimg, seed, ada_kimg, snap_ticks)
-        minutes = dict.fromkeys(ARMS, (time.time() - t0) / 60)
-    report(runs, seed, num_seeds, kimg, ada_kimg, minutes)
+        runs = train_arms(outdir, data, kimg, seed, ada_kimg, snap_ticks, fixed_p)
+        minutes = dict.fromkeys(runs, (time.time() - t0) / 60)
+    report(runs, num_seeds, minutes)
 
 
 if __name__ == "__main__":

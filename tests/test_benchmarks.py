@@ -54,7 +54,7 @@ def test_train_step_benchmark_compares_augmentation_with_noaug():
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_few_images_experiment_reports_on_finished_runs(tmp_path):
-    # Two very small runs stand in for the experiment's arms; --eval-only prints both of its tables from them.
+    # Very small runs stand in for the experiment's arms; --eval-only prints both of its tables from them.
     from test_training import MICRO, opts_for
 
     from benchmarks import few_images_overfit
@@ -62,14 +62,14 @@ def test_few_images_experiment_reports_on_finished_runs(tmp_path):
 
     data = few_images_overfit.write_faces_zip(str(tmp_path / "faces.zip"), few_images_overfit.TRAIN_FACES)
     for arm in few_images_overfit.ARMS:
-        extra = dict(aug="ada", ada_kimg=0.01) if arm == "ada" else {}
+        extra = {"noaug": {}, "ada": dict(aug="ada", ada_kimg=0.01), "fixed": dict(aug="fixed", aug_p=0.3)}[arm]
         launch(opts_for(tmp_path, data, outdir=arm, kimg=0.016, tick_kimg=0.016, **extra), overrides=MICRO)
     args = ["--outdir", str(tmp_path), "--eval-only", "--seeds", "2"]
     result = CliRunner().invoke(few_images_overfit.main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert re.search(r"^\s+0 \|\s+-?[\d.]+\s+-?[\d.]+\s+-?[\d.]+ \|\s+-?[\d.]+\s+-?[\d.]+\s+-?[\d.]+\s+[\d.]+$",
-                     result.output, re.M), result.output
-    rows = re.findall(r"^(noaug|ada)\s+(center|free-form)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
+    assert re.search(r"^\s+0 \|(\s+-?[\d.]+){3} \|(\s+-?[\d.]+){4} \|(\s+-?[\d.]+){3}$", result.output, re.M), \
+        result.output
+    rows = re.findall(r"^(noaug|ada|p=0.3)\s+(center|free-form)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
                       result.output, re.M)
-    assert [(r[0], r[1]) for r in rows] == [(a, m) for a in ("noaug", "ada") for m in ("center", "free-form")]
+    assert [(r[0], r[1]) for r in rows] == [(a, m) for a in ("noaug", "ada", "p=0.3") for m in ("center", "free-form")]
     assert all(0 < float(r[2]) < 1 and 0 < float(r[5]) < 1 for r in rows)
