@@ -67,9 +67,9 @@ def _grid(ctx, param, value):
 @click.option("--grid", callback=_grid, metavar="COLSxROWS", help="Image grid layout [default: 8x4].")
 @click.option("--aug", type=click.Choice(["noaug", "ada", "fixed"]), default="noaug",
               help="Augment everything D sees (image and mask together, stylegan2-ada's bgc ops): ada tunes the "
-                   "strength p to D's overfitting, fixed keeps --aug-p. Turn ada on for a few thousand images or "
-                   "fewer, or when D overfits (signs_real in stats.jsonl stays near +1); the published training "
-                   "has none. See docs/own-data.md.")
+                   "strength p to D's overfitting, fixed keeps --aug-p. Turn it on for a few thousand images or "
+                   "fewer (D overfits them); the published training has none. An inpainting D's signs_real often "
+                   "stays below 0.6: see docs/own-data.md for --ada-target.")
 @click.option("--aug-p", type=FiniteFloatRange(0, 1), help="Augmentation probability p: fixed (--aug fixed) or the "
                                                             "starting value (--aug ada) [default: 0].")
 @click.option("--ada-target", type=FiniteFloatRange(0, 1),
