@@ -504,7 +504,8 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws, code, feats, noise_mode="random", fused_modconv=None):
         self.check_inputs(ws, noise_mode)
         if fused_modconv is None:
-            fused_modconv = not self.training
+            # An exported graph needs a static group count, so export takes the shared-weight path (same result).
+            fused_modconv = not self.training and not torch.compiler.is_exporting()
         code = code.float()
         mods = self.modulation_inputs(ws, code)
         x, img = self.b4(code, feats[4], mods[0:2], noise_mode, fused_modconv)
