@@ -18,9 +18,9 @@ from inference.impls import impl_option
 
 
 @click.command()
-@click.option("--network", default=None, metavar="SNAPSHOT|PKL",
-              help="Snapshot .pt written by train.py, or an official co-mod-gan .pkl. Without it only the "
-                   "traditional methods are offered.")
+@click.option("--network", default=None, metavar="SNAPSHOT|PKL|ONNX",
+              help="Snapshot .pt written by train.py, an official co-mod-gan .pkl, or a .onnx file written by "
+                   "export.py (run by ONNX Runtime on the CPU). Without it only the traditional methods are offered.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 opens the app to your network (it has no login).")

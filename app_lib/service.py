@@ -36,6 +36,17 @@ NO_MODEL_HELP = ("No network loaded: only the traditional methods are offered. R
                  "co-mod-gan .pkl).")
 
 
+def _load(network, device, impl):
+    """A network file on `device` with `impl`, or an exported .onnx file behind ONNX Runtime (CPU)."""
+    if os.fspath(network).lower().endswith(".onnx"):
+        from inference.onnx_runner import load_onnx_generator
+
+        return load_onnx_generator(network)
+    from inference.loading import load_generator
+
+    return load_generator(network, device, impl=impl)
+
+
 @dataclasses.dataclass
 class InpaintRequest:
     """One POST /api/v1/inpaint, checked (see server.py): the raw uploads and the parsed options."""
@@ -66,9 +77,7 @@ class Service:
         self.G, self.network_name, self.network_error = None, None, None
         if network is not None:
             try:
-                from inference.loading import load_generator
-
-                self.G = load_generator(network, self.device, impl=impl)
+                self.G = _load(network, self.device, impl)
                 self.network_name = os.path.basename(os.fspath(network))
             except UserError as err:
                 self.network_error = str(err)

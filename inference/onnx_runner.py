@@ -51,12 +51,13 @@ class OnnxGenerator:
     def check_options(self, truncation_psi=1.0, noise_mode="const", dropout=False):
         """Refuse what the exported graph cannot do (it has no random noise and no dropout), naming the option."""
         if noise_mode != self.noise_mode:
-            raise UserError(f"--noise-mode {noise_mode}: {os.path.basename(self.path)} was exported with noise "
-                            f"'{self.noise_mode}' baked in; use --noise-mode {self.noise_mode}")
+            raise UserError(f"noise mode {noise_mode!r}: {os.path.basename(self.path)} was exported with noise "
+                            f"{self.noise_mode!r} baked in; choose {self.noise_mode!r} (--noise-mode)")
         if dropout:
-            raise UserError(f"--dropout: {os.path.basename(self.path)} was exported without the global code's dropout")
+            raise UserError(f"dropout: {os.path.basename(self.path)} was exported without the global code's "
+                            "dropout; turn it off (--no-dropout)")
         if not np.isfinite(truncation_psi):
-            raise UserError(f"--trunc {truncation_psi}: must be a finite number")
+            raise UserError(f"truncation psi {truncation_psi}: must be a finite number")
 
     def run(self, image, mask, z, truncation_psi=1.0):
         """NumPy float32 in and out (see inference.onnx_format.INPUT_MEANING), any batch: a file exported for a
