@@ -64,8 +64,8 @@ def _int(meta, key, name):
 
 
 def check_metadata(meta, name, input_shapes, resolution=None):
-    """The checked metadata of an exported file: EasyDict-like dict with ints for resolution, img_channels,
-    z_dim and batch (None = dynamic). Raises OnnxModelError naming the key that is missing or does not match.
+    """The checked metadata of an exported file: a dict with ints for resolution, img_channels, z_dim and batch
+    (None = dynamic). Raises OnnxModelError naming the key that is missing or does not match.
 
     meta: {key: str} (ONNX metadata_props); name: the file, for messages; input_shapes: {input name: shape
     list} of the graph (str or None for a symbolic dimension); resolution: what the caller expects, or None.
@@ -104,5 +104,5 @@ def _check_inputs(meta, name, shapes):
     for key, shape in want.items():
         got = [d if isinstance(d, int) else None for d in shapes[key]]
         if got != shape:
-            raise OnnxModelError(f"{name}: input {key} has shape {shapes[key]}, but the metadata (resolution {r}, "
-                                 f"batch {meta['batch']}) says {['N' if d is None else d for d in shape]}")
+            raise OnnxModelError(f"{name}: input {key} has shape {shapes[key]}, but the metadata says resolution "
+                                 f"{r}, batch {n or 'dynamic'}: {['N' if d is None else d for d in shape]}")
