@@ -1,6 +1,7 @@
 """export.py and inference/onnx_*: ONNX Runtime's output against our reference forward, metadata checks, the CLIs
 and the NumPy-only snippet of docs/deployment.md."""
 
+import io
 import os
 import re
 
@@ -259,3 +260,17 @@ def test_documented_numpy_snippet_matches_our_runner(cli32, tmp_path, monkeypatc
     assert np.abs(result.astype(int) - ours.astype(int)).max() <= 1
     assert np.array_equal(result[hole == 0], img[hole == 0])
 
+
+
+def test_app_serves_an_onnx_file(cli32, tmp_path):
+    """The web app's service loads an .onnx file and answers as it does for the snapshot it came from."""
+    from app_lib.service import InpaintRequest, Service
+
+    _face(tmp_path)
+    image, mask = ((tmp_path / name).read_bytes() for name in ("face.png", "mask.png"))
+    req = InpaintRequest(image=image, mask=mask, seeds=(0, 1), truncation=0.8)
+    answers = [Service(path, "cpu", impl="ref").inpaint(req, lambda done, total: None) for path in cli32[:2]]
+    assert Service(cli32[1]).info()["resolution"] == 32
+    for (_, seed_a, png_a), (_, seed_b, png_b) in zip(*answers):
+        a, b = (np.asarray(PIL.Image.open(io.BytesIO(p))).astype(int) for p in (png_a, png_b))
+        assert seed_a == seed_b and np.abs(a - b).max() <= 1
