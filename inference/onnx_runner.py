@@ -14,8 +14,6 @@ from dnnlib import UserError
 from inference.onnx_format import INPUTS, OUTPUT, OnnxModelError, check_metadata
 from torch_utils.misc import assert_mask_convention
 
-ENGINES = ("torch", "onnxruntime")
-
 
 def _session(path, threads):
     import onnxruntime as ort
