@@ -10,8 +10,10 @@ Each resolution builds the released architecture (channel_base 16384, channel_ma
 weights from seed 0 (the speed does not depend on the weights), exports it with export.py's code (batch 1, const
 noise, opset 18) into a temporary folder, and times one forward of a 256/512 image with a centre hole per engine.
 Engines run in turns, one call each per round after one untimed call, so that a busy machine slows them alike;
-the table gives the median and the fastest round. "max |diff|" is against the reference layers' output (whose
-scale is printed). OpenVINO (`pip install openvino`) runs on its CPU plugin in float32 precision.
+the table gives the median and the fastest round, and the median process CPU time of a call (all threads; with
+--threads 1 the figure least moved by other processes on a shared machine). "max abs diff" is against the
+reference layers' output (whose scale is printed). OpenVINO (`pip install openvino`) runs on its CPU plugin in
+float32 precision.
 """
 
 import os
@@ -101,26 +103,31 @@ def bench_resolution(resolution, threads, rounds, workdir):
     ref = engines["torch reference"][0](feed)
     diffs = {name: float(np.abs(fn(feed) - ref).max()) for name, (fn, _setup) in engines.items()}  # + warm-up
     times = {name: [] for name in engines}
+    cpu = {name: [] for name in engines}
     names = list(engines)
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             engines[name][0](feed)
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     rows = []
     for name in names:
         rows.append(dict(res=resolution, engine=name, med=statistics.median(times[name]), best=min(times[name]),
-                         diff=diffs[name], setup=engines[name][1]))
+                         cpu=statistics.median(cpu[name]), diff=diffs[name], setup=engines[name][1]))
     return rows, notes, export_s, os.path.getsize(path), float(np.abs(ref).max())
 
 
-def print_table(rows):
+def print_table(rows, header=True):
     fast = {r["res"]: r["med"] for r in rows if r["engine"] == "torch fast path"}
-    print("| res | engine | median ms | fastest ms | median vs fast path | max abs diff vs reference | load s |")
-    print("|---|---|---|---|---|---|---|")
+    if header:
+        print("| res | engine | median ms | fastest ms | median vs fast path | CPU ms (median) "
+              "| max abs diff vs reference | load s |")
+        print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['res']} | {r['engine']} | {r['med'] * 1e3:.0f} | {r['best'] * 1e3:.0f} | "
-              f"{r['med'] / fast[r['res']]:.2f}x | {r['diff']:.1e} | {r['setup']:.1f} |")
+              f"{r['med'] / fast[r['res']]:.2f}x | {r['cpu'] * 1e3:.0f} | {r['diff']:.1e} | {r['setup']:.1f} |",
+              flush=True)
 
 
 @click.command()
@@ -139,15 +146,14 @@ def main(resolution, threads, rounds):
     print(f"{_cpu_name()}, {psutil.cpu_count()} logical cores, {threads} threads per engine; torch "
           f"{torch.__version__}, onnxruntime {onnxruntime.__version__}; load average {load}")
     print(f"batch 1, const noise, psi 1; median and fastest of {rounds} rounds after one untimed call\n")
-    rows, all_notes = [], []
+    all_notes = []
     with tempfile.TemporaryDirectory() as workdir:
-        for res in [int(r) for r in resolution] or [256, 512]:
+        for i, res in enumerate([int(r) for r in resolution] or [256, 512]):
             res_rows, notes, export_s, size, scale = bench_resolution(res, threads, rounds, workdir)
-            rows.extend(res_rows)
+            print_table(res_rows, header=i == 0)
             all_notes.append(f"{res}: export {export_s:.0f} s, {size / 2**20:.0f} MB file, output scale {scale:.2f}; "
                              + "; ".join(notes))
             os.remove(os.path.join(workdir, f"G{res}.onnx"))
-    print_table(rows)
     print()
     for note in all_notes:
         print(note)
