@@ -30,11 +30,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
 
+from dnnlib import UserError  # noqa: E402
 from inference import fast_path  # noqa: E402
 from inference.onnx_export import example_inputs, export_generator  # noqa: E402
 from inference.onnx_format import INPUTS  # noqa: E402
 from inference.onnx_runner import load_onnx_generator  # noqa: E402
-from training.networks import Generator  # noqa: E402
+from training.networks import Generator, check_resolution  # noqa: E402
 
 
 def _cpu_name():
@@ -89,9 +90,10 @@ def _engines(G, path, threads):
     return engines, notes
 
 
-def bench_resolution(resolution, threads, rounds, workdir):
+def bench_resolution(resolution, threads, rounds, workdir, channel_base=16384, channel_max=512):
     torch.manual_seed(0)
-    G = Generator(img_resolution=resolution).eval().requires_grad_(False)
+    G = Generator(img_resolution=resolution, channel_base=channel_base, channel_max=channel_max)
+    G.eval().requires_grad_(False)
     fast_path.attach(G)
     path = os.path.join(workdir, f"G{resolution}.onnx")
     start = time.perf_counter()
@@ -131,14 +133,20 @@ def print_table(rows, header=True):
 
 
 @click.command()
-@click.option("--resolution", type=click.Choice(["256", "512"]), multiple=True,
-              help="Repeatable. [default: 256 512]")
+@click.option("--resolution", type=int, multiple=True, help="Repeatable; 32..1024. [default: 256 512]")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Intra-op threads of every engine (torch.set_num_threads, ONNX Runtime, OpenVINO).")
 @click.option("--rounds", type=click.IntRange(min=1), default=7, show_default=True,
               help="Timed calls per engine (median and fastest reported).")
-def main(resolution, threads, rounds):
+@click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True, help="Model width.")
+@click.option("--channel-max", type=click.IntRange(min=1), default=512, show_default=True, help="Model width cap.")
+def main(resolution, threads, rounds, channel_base, channel_max):
     """Time ONNX Runtime, OpenVINO, our fast CPU path and our reference on one exported generator."""
+    for res in resolution:
+        try:
+            check_resolution(res, "--resolution")
+        except UserError as err:
+            raise click.BadParameter(str(err)) from None
     torch.set_num_threads(threads)
     import onnxruntime
 
@@ -148,8 +156,9 @@ def main(resolution, threads, rounds):
     print(f"batch 1, const noise, psi 1; median and fastest of {rounds} rounds after one untimed call\n")
     all_notes = []
     with tempfile.TemporaryDirectory() as workdir:
-        for i, res in enumerate([int(r) for r in resolution] or [256, 512]):
-            res_rows, notes, export_s, size, scale = bench_resolution(res, threads, rounds, workdir)
+        for i, res in enumerate(list(resolution) or [256, 512]):
+            res_rows, notes, export_s, size, scale = bench_resolution(res, threads, rounds, workdir, channel_base,
+                                                                      channel_max)
             print_table(res_rows, header=i == 0)
             all_notes.append(f"{res}: export {export_s:.0f} s, {size / 2**20:.0f} MB file, output scale {scale:.2f}; "
                              + "; ".join(notes))

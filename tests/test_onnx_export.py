@@ -274,3 +274,16 @@ def test_app_serves_an_onnx_file(cli32, tmp_path):
     for (_, seed_a, png_a), (_, seed_b, png_b) in zip(*answers):
         a, b = (np.asarray(PIL.Image.open(io.BytesIO(p))).astype(int) for p in (png_a, png_b))
         assert seed_a == seed_b and np.abs(a - b).max() <= 1
+
+
+def test_benchmark_prints_a_row_per_engine():
+    from benchmarks import onnx_runtime
+
+    args = ["--resolution", "32", "--rounds", "1", "--threads", "1", "--channel-base", "128", "--channel-max", "16"]
+    result = CliRunner().invoke(onnx_runtime.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = r"^\| 32 \| ([a-z ]+) \| (\d+) \| (\d+) \| ([\d.]+)x \| (\d+) \| ([\d.e+-]+) \|"
+    rows = re.findall(row, result.output, re.M)
+    assert [r[0] for r in rows][:3] == ["torch fast path", "torch reference", "onnxruntime"]
+    assert all(float(r[5]) < 1e-3 for r in rows)  # every engine computes the same network
+    assert re.search(r"openvino: ", result.output)
