@@ -287,3 +287,23 @@ def test_benchmark_prints_a_row_per_engine():
     assert [r[0] for r in rows][:3] == ["torch fast path", "torch reference", "onnxruntime"]
     assert all(float(r[5]) < 1e-3 for r in rows)  # every engine computes the same network
     assert re.search(r"openvino: ", result.output)
+
+
+@pytest.mark.parametrize("kind", ["pkl", "pth"])
+def test_cli_exports_an_official_pickle_and_a_port_pth(tmp_path, kind):
+    """The foreign formats go through the same loaders as everywhere else (converted in memory)."""
+    from port_state_dict_maker import make_port_state_dict
+    from tf_pickle_maker import write_official_pickle
+
+    small = dict(fmap_base=128, fmap_max=16, latent_size=32, dlatent_size=32, mapping_fmaps=32)
+    src = tmp_path / f"net.{kind}"
+    if kind == "pkl":
+        write_official_pickle(src, 32, **small)
+    else:
+        torch.save(make_port_state_dict(32, seed=0, **small), src)
+    out = tmp_path / "G.onnx"
+    result = CliRunner().invoke(export.main, ["--network", str(src), "--out", str(out), "--batch", "1"])
+    assert result.exit_code == 0, result.output
+    runner = load_onnx_generator(str(out), resolution=32, threads=1)
+    assert runner.meta["source"] == f"net.{kind}" and runner.z_dim == 32 and runner.batch == 1
+    _check_against_reference(load_generator(str(src), impl="ref"), runner, 1, 0.5)
