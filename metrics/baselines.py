@@ -1,5 +1,6 @@
 """The traditional (non-learned) inpainters, listed once: OpenCV's Telea and Navier-Stokes, PatchMatch
-(PyPI `pypatchmatch`) and OpenCV contrib's FSR and ShiftMap, each callable with our conventions.
+(PyPI `pypatchmatch`), OpenCV contrib's FSR and ShiftMap, and Criminisi's exemplar-based method (metrics/criminisi.py),
+each callable with our conventions.
 
 Two ways in, the same pixels out:
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from dnnlib import UserError
+from metrics import criminisi
 from torch_utils.misc import assert_mask_convention, assert_shape
 
 DEFAULT_RADIUS = 3  # Telea/NS: neighbourhood radius in pixels around each filled point (OpenCV's usual value)
@@ -31,7 +33,7 @@ class BaselineMethod:
 
     label: str  # name in tables and sheets
     reference: str  # the paper, for the README and the report
-    library: str  # 'opencv', 'opencv-contrib' or 'pypatchmatch': what must load for it to run
+    library: str  # 'opencv', 'opencv-contrib', 'pypatchmatch' or 'ours': what must load for it to run
     default: bool  # in DEFAULT_BASELINES (fast enough for thousands of images at 256 and 512)
     seeded: bool  # has a randomised search, so it takes a per-image seed
 
@@ -46,6 +48,7 @@ BASELINE_METHODS = {
                                "opencv-contrib", False, False),
     "shiftmap": BaselineMethod("ShiftMap", "He and Sun 2012, statistics of patch offsets", "opencv-contrib",
                                False, False),
+    "criminisi": BaselineMethod("Criminisi", "Criminisi et al. 2004, exemplar-based inpainting", "ours", False, False),
 }
 DEFAULT_BASELINES = tuple(name for name, m in BASELINE_METHODS.items() if m.default)
 
@@ -133,7 +136,12 @@ def _shiftmap(image, holes, seed):
     return _xphoto(image, holes, cv2.xphoto.INPAINT_SHIFTMAP, to_lab=True)
 
 
-_FILLERS = {"telea": _telea, "ns": _ns, "patchmatch": _patchmatch, "fsr-fast": _fsr_fast, "shiftmap": _shiftmap}
+def _criminisi(image, holes, seed):
+    return criminisi.inpaint(image, holes == 0)  # deterministic: no seed
+
+
+_FILLERS = {"telea": _telea, "ns": _ns, "patchmatch": _patchmatch, "fsr-fast": _fsr_fast, "shiftmap": _shiftmap,
+            "criminisi": _criminisi}
 
 
 class Baseline:
