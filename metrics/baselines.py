@@ -36,19 +36,21 @@ class BaselineMethod:
     library: str  # 'opencv', 'opencv-contrib', 'pypatchmatch' or 'ours': what must load for it to run
     default: bool  # in DEFAULT_BASELINES (fast enough for thousands of images at 256 and 512)
     seeded: bool  # has a randomised search, so it takes a per-image seed
+    interactive: bool  # a few seconds at most per 512 px photo: the web app offers it
 
 
-# Timings per image are in the README (benchmarks/baselines.py). FSR "best" is not offered: at 64x64 it already takes
-# about 10 s per image here, hours for one evaluation set.
+# Timings per image are in docs/baselines.md (benchmarks/baselines.py). FSR "best" is not offered: at 64x64 it already
+# takes about 10 s per image here, hours for one evaluation set.
 BASELINE_METHODS = {
-    "telea": BaselineMethod("Telea", "Telea 2004, fast marching", "opencv", True, False),
-    "ns": BaselineMethod("Navier-Stokes", "Bertalmio et al. 2001, Navier-Stokes", "opencv", True, False),
-    "patchmatch": BaselineMethod("PatchMatch", "Barnes et al. 2009, PatchMatch", "pypatchmatch", True, True),
+    "telea": BaselineMethod("Telea", "Telea 2004, fast marching", "opencv", True, False, True),
+    "ns": BaselineMethod("Navier-Stokes", "Bertalmio et al. 2001, Navier-Stokes", "opencv", True, False, True),
+    "patchmatch": BaselineMethod("PatchMatch", "Barnes et al. 2009, PatchMatch", "pypatchmatch", True, True, True),
     "fsr-fast": BaselineMethod("FSR (fast)", "Genser et al. 2018, frequency-selective reconstruction",
-                               "opencv-contrib", False, False),
+                               "opencv-contrib", False, False, False),
     "shiftmap": BaselineMethod("ShiftMap", "He and Sun 2012, statistics of patch offsets", "opencv-contrib",
-                               False, False),
-    "criminisi": BaselineMethod("Criminisi", "Criminisi et al. 2004, exemplar-based inpainting", "ours", False, False),
+                               False, False, False),
+    "criminisi": BaselineMethod("Criminisi", "Criminisi et al. 2004, exemplar-based inpainting", "ours", False, False,
+                                True),
 }
 DEFAULT_BASELINES = tuple(name for name, m in BASELINE_METHODS.items() if m.default)
 

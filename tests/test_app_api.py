@@ -79,6 +79,18 @@ def test_each_method_keeps_known_pixels_exactly(client, pair, method):
     _check_known_exact(decode_png(res.content), img, mask)
 
 
+def test_the_interactive_traditional_methods_are_offered_and_match_metrics_baselines(client, pair):
+    from metrics.baselines import inpaint_image as baseline_inpaint
+
+    ids = [m["id"] for m in client.get("/api/v1/model").json()["methods"]]
+    assert ids[1:] == ["telea", "ns", "patchmatch", "criminisi"]  # FSR and ShiftMap take too long for a request
+    img, mask = pair
+    res = _post(client, png_bytes(img), png_bytes(mask), method="criminisi")
+    assert res.status_code == 200, res.text
+    expected = baseline_inpaint("criminisi", img, (mask < 128).astype(np.float32))
+    np.testing.assert_array_equal(decode_png(res.content), expected)
+
+
 @pytest.mark.parametrize("fit", ["resize", "crop"])
 def test_each_fit_strategy_matches_generate_py_and_keeps_known_pixels(client, service, pair, fit):
     img, mask = pair

@@ -39,3 +39,12 @@ def test_baselines_benchmark_prints_seconds_per_image():
     assert result.exit_code == 0, result.output
     rows = re.findall(r"^(\S+)\s+32\s+center\s+0\.25\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
     assert [r[0] for r in rows] == ["telea", "patchmatch"], result.output
+
+
+def test_baselines_benchmark_compares_with_patchmatch():
+    args = ["--resolution", "32", "--method", "criminisi", "--method", "patchmatch", "--mask", "center",
+            "--repeats", "1"]
+    result = CliRunner().invoke(baselines.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^criminisi\s+32\s+center\s+[\d.]+x$", result.output, re.M), result.output
+    assert not re.search(r"^patchmatch\s+32\s+center\s+[\d.]+x$", result.output, re.M)
