@@ -43,7 +43,7 @@ _SOBEL_Y = _SOBEL_X.T.copy()
 _window = np.lib.stride_tricks.sliding_window_view
 
 
-def check_inputs(image, known, patch_size=PATCH_SIZE):
+def check_inputs(image, known, patch_size=PATCH_SIZE, search_radius=SEARCH_RADIUS):
     """Raise a ValueError for a wrong shape or type, a UserError for a mask with nothing to fill or to copy from."""
     image, known = np.asarray(image), np.asarray(known)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -55,6 +55,8 @@ def check_inputs(image, known, patch_size=PATCH_SIZE):
         raise ValueError(f"criminisi: mask must be bool or float with 1 = known pixel and 0 = hole, got {known.dtype}")
     if not isinstance(patch_size, int) or patch_size < 3 or patch_size % 2 == 0:
         raise ValueError(f"criminisi: patch_size must be an odd integer >= 3, got {patch_size!r}")
+    if search_radius is not None and (not isinstance(search_radius, int) or search_radius < 1):
+        raise ValueError(f"criminisi: search_radius must be a positive integer or None, got {search_radius!r}")
     if known.all():
         raise UserError("criminisi: the mask has no hole (nothing to fill)")
     if not known.any():
@@ -66,7 +68,7 @@ def inpaint(image, known, patch_size=PATCH_SIZE, search_radius=SEARCH_RADIUS):
     0 = hole) -> uint8 RGB [H, W, 3]. Known pixels come back unchanged; every hole pixel is a copy of an input pixel.
     Deterministic. Where no patch_size x patch_size patch of the image is fully known (a small image, a wide hole),
     the patch shrinks to the largest odd size that has one; a UserError if not even a 3x3 patch is fully known."""
-    check_inputs(image, known, patch_size)
+    check_inputs(image, known, patch_size, search_radius)
     known = np.asarray(known).astype(bool)
     fill = _Fill(np.asarray(image), known, usable_patch_size(known, patch_size), search_radius)
     fill.run()

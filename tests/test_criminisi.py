@@ -132,6 +132,8 @@ def test_bad_inputs_are_named_errors():
             criminisi.inpaint(*args)
     with pytest.raises(ValueError, match="patch_size must be an odd integer"):
         criminisi.inpaint(image, known, patch_size=8)
+    with pytest.raises(ValueError, match="search_radius must be a positive integer or None"):
+        criminisi.inpaint(image, known, search_radius=0)
     # Through the baseline API: the same checks, the other baselines' wording for the mask.
     with pytest.raises(UserError, match="criminisi: the whole image is a hole"):
         inpaint_image("criminisi", image, np.zeros([32, 32], np.float32))
