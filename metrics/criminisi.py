@@ -18,7 +18,9 @@ The algorithm, as implemented:
    recomputed.
 
 Where no 9x9 patch of the image is fully known (a 32 px image with a centre hole), the patch shrinks to the largest
-odd size that has one (7, 5 or 3), so that an evaluation of small images does not stop halfway.
+odd size that has one (7, 5 or 3). Where not even a 3x3 patch is (a hole of over 90 % in a 32 px image), the last
+resort takes 3x3 candidates whose centre is known, compares them by the mean squared difference over the pixels
+known in both, and copies only their known pixels. So an evaluation of small images never stops halfway.
 
 The search is one vectorised masked SSD per step over all candidates at once, expanded as
 sum(w * S^2) - 2 sum(w * T * S) + sum(w * T^2) (w: the target's known pixels, T: the target, S: a candidate) and
@@ -67,22 +69,22 @@ def inpaint(image, known, patch_size=PATCH_SIZE, search_radius=SEARCH_RADIUS):
     """Fill the holes of one image: image uint8 RGB [H, W, 3], known [H, W] (bool, or float with 1 = known pixel,
     0 = hole) -> uint8 RGB [H, W, 3]. Known pixels come back unchanged; every hole pixel is a copy of an input pixel.
     Deterministic. Where no patch_size x patch_size patch of the image is fully known (a small image, a wide hole),
-    the patch shrinks to the largest odd size that has one; a UserError if not even a 3x3 patch is fully known."""
+    the patch shrinks, and without a fully known 3x3 patch the partly known ones serve (see choose_patch)."""
     check_inputs(image, known, patch_size, search_radius)
     known = np.asarray(known).astype(bool)
-    fill = _Fill(np.asarray(image), known, usable_patch_size(known, patch_size), search_radius)
+    fill = _Fill(np.asarray(image), known, *choose_patch(known, patch_size), search_radius)
     fill.run()
     return fill.result()
 
 
-def usable_patch_size(known, patch_size=PATCH_SIZE):
-    """The largest odd size <= patch_size (and >= 3) with at least one fully known patch inside the image."""
+def choose_patch(known, patch_size=PATCH_SIZE):
+    """(size, partial): the largest odd size <= patch_size (and >= 3) with a fully known patch inside the image, and
+    False; (3, True) if there is none: candidates are then the 3x3 patches whose centre is known."""
     for size in range(patch_size, 2, -2):
         if cv2.erode(known.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT,
                      borderValue=0).any():
-            return size
-    raise UserError(f"criminisi: no 3x3 patch of the image is fully known, so there is nothing to copy from "
-                    f"({int((~known).sum())} of {known.size} pixels are holes)")
+            return size, False
+    return 3, True
 
 
 def _correlate(image, kernel):
@@ -95,7 +97,7 @@ class _Fill:
     """The state of one fill. Arrays are padded by `m` pixels (outside the image: not known, not a hole) so that
     patches and their neighbourhoods never need clipping; (y, x) below are padded coordinates."""
 
-    def __init__(self, image, known, patch_size, search_radius):
+    def __init__(self, image, known, patch_size, partial, search_radius):
         self.r = r = patch_size // 2
         self.k = patch_size
         self.m = m = 3 * r + 2  # a priority update reads up to 3r + 1 pixels from the filled patch's centre
@@ -113,8 +115,14 @@ class _Fill:
         self.conf = self.known.astype(np.float32)
         self.sq = (self.lab**2).sum(axis=0)  # only the original known pixels are read through it (valid candidates)
         box = np.ones((patch_size, patch_size), np.uint8)
-        self.valid = cv2.erode(self.known.astype(np.uint8), box, borderValue=0).astype(bool)
-        assert self.valid.any(), "usable_patch_size() chooses a size with a fully known patch"
+        self.partial = partial
+        if partial:  # the sources' known pixels, and the source planes with the hole's placeholders zeroed
+            self.source = self.known.astype(np.float32)
+            self.source_lab, self.source_sq = self.lab * self.source, self.sq * self.source
+            self.valid = self.known.copy()
+        else:
+            self.valid = cv2.erode(self.known.astype(np.uint8), box, borderValue=0).astype(bool)
+        assert self.valid.any(), "choose_patch() chooses a size with a candidate"
         self.valid_sum = cv2.integral(self.valid.astype(np.uint8))  # counts candidates in a window in O(1)
         self.area = cv2.filter2D(self.inside.astype(np.float32), -1, box.astype(np.float32),
                                  borderType=cv2.BORDER_CONSTANT)  # |patch| inside the image
@@ -145,6 +153,8 @@ class _Fill:
         tgt = np.s_[cy - r : cy + r + 1, cx - r : cx + r + 1]
         src = np.s_[sy - r : sy + r + 1, sx - r : sx + r + 1]
         todo = ~self.known[tgt] & self.inside[tgt]
+        if self.partial:
+            todo &= self.source[src] > 0
         confidence = self.conf[tgt].sum() / self.area[cy, cx]
         self.lab[(slice(None), *tgt)][:, todo] = self.lab[(slice(None), *src)][:, todo]
         self.rgb[tgt][todo] = self.rgb[src][todo]
@@ -157,20 +167,34 @@ class _Fill:
         self._update_priorities(cy - 2 * r - 1, cy + 2 * r + 2, cx - 2 * r - 1, cx + 2 * r + 2)
 
     def _best_source(self, cy, cx):
-        """Centre of the fully known patch closest to the target patch at (cy, cx) in SSD over its known pixels."""
+        """Centre of the candidate patch closest to the target patch at (cy, cx) in SSD over its known pixels."""
         r = self.r
+        target = self.lab[:, cy - r : cy + r + 1, cx - r : cx + r + 1]
         weight = self.known[cy - r : cy + r + 1, cx - r : cx + r + 1].astype(np.float32)
         y0, y1, x0, x1 = self._search_window(cy, cx)
         rows, cols = np.s_[y0 - r : y1 + r + 1], np.s_[x0 - r : x1 + r + 1]
-        # sum(w * S^2) - 2 sum(w * T * S); the constant sum(w * T^2) does not change the order. filter2D correlates
-        # (no kernel flip) and, for 9x9 kernels, runs several times faster here than cv2.matchTemplate.
-        ssd = _correlate(self.sq[rows, cols], weight)
-        for plane in self.lab:
-            ssd -= 2 * _correlate(plane[rows, cols], weight * plane[cy - r : cy + r + 1, cx - r : cx + r + 1])
+        if self.partial:
+            ssd = self._partial_msd(target, weight, rows, cols)
+        else:
+            # sum(w * S^2) - 2 sum(w * T * S); the constant sum(w * T^2) does not change the order. filter2D
+            # correlates (no kernel flip) and, for 9x9 kernels, runs several times faster here than matchTemplate.
+            ssd = _correlate(self.sq[rows, cols], weight)
+            for plane, tplane in zip(self.lab, target):
+                ssd -= 2 * _correlate(plane[rows, cols], weight * tplane)
         ssd = ssd[: y1 - y0 + 1, : x1 - x0 + 1]
         ssd[~self.valid[y0 : y1 + 1, x0 : x1 + 1]] = np.inf
         best = int(np.argmin(ssd))  # ties: the first in raster order of the window
         return y0 + best // ssd.shape[1], x0 + best % ssd.shape[1]
+
+    def _partial_msd(self, target, weight, rows, cols):
+        """The last resort's distance: mean squared difference over the pixels known in both the target and the
+        candidate (w_s the candidate's known pixels); candidates sharing no known pixel with the target go last."""
+        source = self.source[rows, cols]
+        overlap = _correlate(source, weight)
+        total = _correlate(self.source_sq[rows, cols], weight) + _correlate(source, weight * (target**2).sum(axis=0))
+        for plane, tplane in zip(self.source_lab, target):
+            total -= 2 * _correlate(plane[rows, cols], weight * tplane)
+        return np.where(overlap > 0.5, np.maximum(total, 0) / np.maximum(overlap, 1), np.finfo(np.float32).max)
 
     def _search_window(self, cy, cx):
         """Inclusive bounds (y0, y1, x0, x1) of the candidate centres searched for the target at (cy, cx)."""
