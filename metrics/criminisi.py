@@ -26,7 +26,8 @@ The search is one vectorised masked SSD per step over all candidates at once, ex
 sum(w * S^2) - 2 sum(w * T * S) + sum(w * T^2) (w: the target's known pixels, T: the target, S: a candidate) and
 computed by four OpenCV correlations (`cv2.filter2D`), never a Python loop per candidate. It covers the candidate
 centres within SEARCH_RADIUS pixels of the target, widened (doubling) until the window holds MIN_CANDIDATES
-candidates; `search_radius=None` searches the whole image as the paper does (several times slower at 512 px).
+candidates; `search_radius=None` searches the whole image as the paper does (6.5x the CPU time at 512 px, and no better:
+benchmarks/criminisi_search.py).
 """
 
 import cv2
