@@ -10,9 +10,10 @@ import base64
 import importlib.resources
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app_lib import inputs
@@ -160,9 +161,11 @@ def create_app(service, worker=None):
     page = {}
     for route, (name, media_type) in PAGE_FILES.items():
         page[route] = (STATIC_DIR.joinpath(name).read_bytes(), media_type)
-    app = FastAPI(title="CoModGAN inpainting", version="1",
-                  description="Fill the holes of a photo with CoModGAN (one result per seed) or a traditional "
-                              "method. Errors answer 4xx with {'detail': one-line reason}.")
+    # FastAPIOffline serves /docs (Swagger UI) and /redoc from files inside the fastapi-offline package, so the API
+    # documentation renders on a machine without internet, like the page itself.
+    app = FastAPIOffline(title="CoModGAN inpainting", version="1",
+                         description="Fill the holes of a photo with CoModGAN (one result per seed) or a traditional "
+                                     "method. Errors answer 4xx with {'detail': one-line reason}.")
     app.state.service, app.state.worker = service, worker
 
     @app.exception_handler(UserError)
