@@ -9,7 +9,7 @@ import re
 from dnnlib import EasyDict, UserError, check_output_path
 
 # Published CoModGAN training (FFHQ/Places2, reused for CelebA-HQ), as the official TF code runs it
-# (run_training.py, training/training_loop.py, training/co_mod_gan.py G_main; README "Training recipe"):
+# (run_training.py, training/training_loop.py, training/co_mod_gan.py G_main; docs/training.md "Training recipe"):
 # - Adam lr 0.002, betas (0, 0.99), eps 1e-8, total batch 32; lazy regularisation rescales lr and betas of BOTH
 #   optimizers (training_loop "Setup optimizers"): G with g_reg_interval 4 although CoModGAN has no G
 #   regulariser, D with d_reg_interval 16 (R1 gamma 10 every 16 D steps);
