@@ -36,7 +36,7 @@ class BaselineMethod:
     seeded: bool  # has a randomised search, so it takes a per-image seed
 
 
-# Timings per image are in the README (benchmarks/baselines.py). FSR "best" is not offered: at 64x64 it already takes
+# Timings per image: docs/evaluation.md (benchmarks/baselines.py). FSR "best" is not offered: at 64x64 it already takes
 # about 10 s per image here, hours for one evaluation set.
 BASELINE_METHODS = {
     "telea": BaselineMethod("Telea", "Telea 2004, fast marching", "opencv", True, False),
