@@ -39,8 +39,8 @@ class BaselineMethod:
     interactive: bool  # a few seconds at most per 512 px photo: the web app offers it
 
 
-# Timings per image are in docs/baselines.md (benchmarks/baselines.py). FSR "best" is not offered: at 64x64 it already
-# takes about 10 s per image here, hours for one evaluation set.
+# Timings per image: docs/evaluation.md and, against Criminisi, docs/baselines.md (benchmarks/baselines.py). FSR "best"
+# is not offered: at 64x64 it already takes about 10 s per image here, hours for one evaluation set.
 BASELINE_METHODS = {
     "telea": BaselineMethod("Telea", "Telea 2004, fast marching", "opencv", True, False, True),
     "ns": BaselineMethod("Navier-Stokes", "Bertalmio et al. 2001, Navier-Stokes", "opencv", True, False, True),

@@ -9,7 +9,7 @@ import re
 from dnnlib import EasyDict, UserError, check_output_path
 
 # Published CoModGAN training (FFHQ/Places2, reused for CelebA-HQ), as the official TF code runs it
-# (run_training.py, training/training_loop.py, training/co_mod_gan.py G_main; README "Training recipe"):
+# (run_training.py, training/training_loop.py, training/co_mod_gan.py G_main; docs/training.md "Training recipe"):
 # - Adam lr 0.002, betas (0, 0.99), eps 1e-8, total batch 32; lazy regularisation rescales lr and betas of BOTH
 #   optimizers (training_loop "Setup optimizers"): G with g_reg_interval 4 although CoModGAN has no G
 #   regulariser, D with d_reg_interval 16 (R1 gamma 10 every 16 D steps);
@@ -42,14 +42,12 @@ def _preset(resolution, batch_gpu, **overrides):
 # batch_gpu is the per-device cap used when --batch-gpu is not given (memory, not maths: gradients are accumulated
 # over rounds; only the per-round noise and style-mixing draws follow the split, as in the official loop).
 PRESETS = {
-    # CPU runs at 32x32 (the demo): 32 feature maps in every layer, 2-layer mapping with z = w = 64, batch 32 in
-    # one round. Measured on 2 CPU cores (issue 18): 32 maps cost about a third of 64 per image and train as well
-    # at equal kimg; batch 32 is ~1.4x the images per second of batch 8 and better at equal kimg. Gamma 0.2 is the
-    # published 10 scaled by (32/512)^2 * (32/8), the resolution/batch scaling of stylegan2-ada's heuristic; the
-    # EMA half-life (2.5 kimg) ramps up (half-life <= 0.05 x images seen), so that runs of a few kimg do not
-    # average in the random initial weights. Every other choice (optimizer rescaling, truncation 0.5 in
-    # training, fresh batches per phase, w average) is the official one; each is a key here or a train.py
-    # option, so the preset can be tuned.
+    # CPU runs at 32x32 (the demo): 32 feature maps in every layer (a third of 64's cost, as good at equal kimg),
+    # 2-layer mapping with z = w = 64, batch 32 in one round (docs/training.md, "The tiny preset"). Gamma 0.2 is
+    # the published 10 scaled by (32/512)^2 * (32/8), the resolution/batch scaling of stylegan2-ada's heuristic;
+    # the EMA half-life (2.5 kimg) ramps up (half-life <= 0.05 x images seen), so that runs of a few kimg do not
+    # average in the random initial weights. Every other choice is the official one, and each is a key here or a
+    # train.py option, so the preset can be tuned.
     "tiny": _preset(32, 32, batch=32, gamma=0.2, ema_kimg=2.5, ema_rampup=0.05, tick_kimg=1.0, snap=10, kimg=100,
                     G=dict(z_dim=64, w_dim=64, channel_base=2048, channel_max=32, num_fp16_res=0, conv_clamp=None,
                            mapping_kwargs=dict(num_layers=2)),
@@ -100,8 +98,24 @@ def build_config(opts, world_size=1, overrides=None):
     if c.fp32:
         for kw in (c.G_kwargs, c.D_kwargs):
             kw.update(num_fp16_res=0, conv_clamp=None)
+    _set_modulation(c, opts)
     _check_numbers(c)
     return c
+
+
+def _set_modulation(c, opts):
+    """--style-mod/--cond-mod (official run_training.py --disable-style-mod/--disable-cond-mod) into G_kwargs,
+    always written out so that training_options.json and a resume check name the variant."""
+    for key in ("style_mod", "cond_mod"):
+        value = opts.get(key)
+        c.G_kwargs[key] = bool(c.G_kwargs.get(key, True) if value is None else value)
+    if not (c.G_kwargs["style_mod"] or c.G_kwargs["cond_mod"]):
+        raise UserError("--no-style-mod with --no-cond-mod: every modulated layer needs w (--style-mod) or the "
+                        "global code (--cond-mod); keep at least one on (docs/ablations.md)")
+    if not c.G_kwargs["style_mod"] and c.pl_weight != 0:
+        raise UserError(f"--pl-weight {c.pl_weight:g} with --no-style-mod: path length regularisation acts on the "
+                        f"w -> image map, and without style modulation w does not reach the image; use "
+                        f"--pl-weight 0")
 
 
 def _default_batch_gpu(batch, world_size, cap):
@@ -188,7 +202,9 @@ def _check_metric_names(names, registry):
 def run_description(c):
     name = os.path.splitext(os.path.basename(os.path.normpath(c.data)))[0]
     mask = re.sub(r"[^A-Za-z0-9.=-]+", "_", c.mask.split(":")[0] if c.mask.startswith("nvidia") else c.mask)
-    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}"
+    ablation = "".join(tag for key, tag in (("style_mod", "-nostylemod"), ("cond_mod", "-nocondmod"))
+                       if not c.G_kwargs.get(key, True))
+    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{ablation}"
 
 
 def to_json(c):
