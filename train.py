@@ -65,6 +65,17 @@ def _grid(ctx, param, value):
               help="Modulate every layer by the global code; --no-cond-mod = the paper's ablation (official "
                    "--disable-cond-mod) [default: on]. At least one stays on.")
 @click.option("--grid", callback=_grid, metavar="COLSxROWS", help="Image grid layout [default: 8x4].")
+@click.option("--aug", type=click.Choice(["noaug", "ada", "fixed"]), default="noaug",
+              help="Augment everything D sees (image and mask together, stylegan2-ada's bgc ops): ada tunes the "
+                   "strength p to D's overfitting, fixed keeps --aug-p. Turn ada on for a few thousand images or "
+                   "fewer, or when D overfits (signs_real in stats.jsonl stays near +1); the published training "
+                   "has none. See docs/own-data.md.")
+@click.option("--aug-p", type=FiniteFloatRange(0, 1), help="Augmentation probability p: fixed (--aug fixed) or the "
+                                                            "starting value (--aug ada) [default: 0].")
+@click.option("--ada-target", type=FiniteFloatRange(0, 1),
+              help="ADA's target for the mean sign of D(real): above it p rises, below it p falls [default: 0.6].")
+@click.option("--ada-kimg", type=FiniteFloatRange(min=0, min_open=True),
+              help="ADA speed: kimg for p to move by 1 [default: 500; 100 when starting from weights].")
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved configuration and exit.")
 def main(dry_run, **opts):
     """Train CoModGAN. One GPU: python train.py --outdir runs --data celebahq.zip --mask center.

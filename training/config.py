@@ -92,6 +92,7 @@ def build_config(opts, world_size=1, overrides=None):
     c.workers = int(opts.get("workers", 2))
     c.device = opts.get("device", "auto")
     c.grid = list(opts.get("grid") or (8, 4))
+    c.update(_augment_options(opts, c))
     c.G_kwargs = dict(p["G"], img_channels=3)
     c.D_kwargs = dict(p["D"], img_channels=3)
     c.update(copy.deepcopy(overrides or {}))
@@ -116,6 +117,40 @@ def _set_modulation(c, opts):
         raise UserError(f"--pl-weight {c.pl_weight:g} with --no-style-mod: path length regularisation acts on the "
                         f"w -> image map, and without style modulation w does not reach the image; use "
                         f"--pl-weight 0")
+
+
+# Augmentation of what D sees (training/augment.py). The published training has none (noaug); ADA's constants are
+# stylegan2-ada's (train.py, training_loop.py): target 0.6, p moving by 1 in 500 kimg (100 when fine-tuning from
+# weights), an update every 4 steps.
+AUG_MODES = ("noaug", "ada", "fixed")
+ADA_TARGET = 0.6
+ADA_KIMG, ADA_KIMG_FROM_WEIGHTS = 500.0, 100.0
+ADA_INTERVAL = 4
+
+
+def _augment_options(opts, c):
+    """aug, aug_p, ada_target, ada_kimg, ada_interval from --aug, --aug-p, --ada-target, --ada-kimg."""
+    aug = opts.get("aug") or "noaug"
+    if aug not in AUG_MODES:
+        raise UserError(f"--aug {aug}: choose one of {', '.join(AUG_MODES)}")
+    p, target, kimg = opts.get("aug_p"), opts.get("ada_target"), opts.get("ada_kimg")
+    if aug == "noaug" and p is not None:
+        raise UserError(f"--aug-p {p}: there is no augmentation to set with --aug noaug; add --aug ada or fixed")
+    if aug == "fixed" and p is None:
+        raise UserError("--aug fixed needs --aug-p P, the fixed augmentation probability")
+    if aug != "ada" and (target is not None or kimg is not None):
+        name = "--ada-target" if target is not None else "--ada-kimg"
+        raise UserError(f"{name}: tunes the adaptive p of --aug ada only (this run has --aug {aug})")
+    if p is not None and not 0 <= p <= 1:
+        raise UserError(f"--aug-p {p}: must be in [0, 1]")
+    if kimg is not None and kimg <= 0:
+        raise UserError(f"--ada-kimg {kimg}: must be positive")
+    if aug != "ada":
+        return dict(aug=aug, aug_p=float(p or 0.0), ada_target=None, ada_kimg=None, ada_interval=None)
+    from_weights = bool(c.get("init") or opts.get("init"))  # --init: fine-tuning adapts p faster
+    return dict(aug=aug, aug_p=float(p or 0.0), ada_target=float(ADA_TARGET if target is None else target),
+                ada_kimg=float(kimg if kimg is not None else ADA_KIMG_FROM_WEIGHTS if from_weights else ADA_KIMG),
+                ada_interval=ADA_INTERVAL)
 
 
 def _default_batch_gpu(batch, world_size, cap):
@@ -204,7 +239,8 @@ def run_description(c):
     mask = re.sub(r"[^A-Za-z0-9.=-]+", "_", c.mask.split(":")[0] if c.mask.startswith("nvidia") else c.mask)
     ablation = "".join(tag for key, tag in (("style_mod", "-nostylemod"), ("cond_mod", "-nocondmod"))
                        if not c.G_kwargs.get(key, True))
-    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{ablation}"
+    aug = "" if c.get("aug", "noaug") == "noaug" else f"-{c.aug}"
+    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{ablation}{aug}"
 
 
 def to_json(c):

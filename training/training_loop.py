@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
-from training import checkpoint, distributed
+from training import augment, checkpoint, distributed
 from training.loss import CoModGANLoss, ema_beta, update_ema
 
 RUN_DIR_RE = re.compile(r"^(\d+)-")
@@ -233,10 +233,24 @@ def build_state(c, info):
     G_ema.load_state_dict(G.state_dict())
     opt_G = _adam(G, c, c.g_reg_interval)
     opt_D = _adam(D, c, c.d_reg_interval)
+    pipe, ada = _augmentation(c)
     loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob,
-                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight)
-    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss,
+                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight,
+                        augment_pipe=pipe)
+    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss, augment_pipe=pipe, ada=ada,
                     cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0, time_s=0.0)
+
+
+def _augmentation(c):
+    """(AugmentPipe or None, AdaTuner or None) for --aug noaug|fixed|ada."""
+    aug = c.get("aug", "noaug")
+    if aug == "noaug":
+        return None, None
+    pipe = augment.make_augment_pipe(p=c.aug_p)
+    if aug == "fixed":
+        return pipe, None
+    return pipe, augment.AdaTuner(pipe, target=c.ada_target, ada_kimg=c.ada_kimg, batch=c.batch,
+                                  interval=c.ada_interval)
 
 
 def _adam(module, c, reg_interval):
@@ -281,6 +295,9 @@ def restore_state(state, data, info):
     pl_mean = data.get("loss_state", {}).get("pl_mean")
     if pl_mean is not None:
         state.loss.pl_mean = pl_mean.to(info.device)
+    saved_aug = data.get("augment") or {}
+    if state.ada is not None and "sign_count" in saved_aug:  # ADA goes on with its p; a fixed p is the option's
+        state.ada.load_state_dict(saved_aug)
     progress = data.get("progress", {})
     for key in ("cur_nimg", "cur_tick", "step"):
         state[key] = int(progress.get(key, 0))
@@ -308,6 +325,7 @@ def snapshot_dict(c, state):
         "D": _to_cpu(state.D.state_dict()),
         "opt_G": _to_cpu(state.opt_G.state_dict()), "opt_D": _to_cpu(state.opt_D.state_dict()),
         "loss_state": {"pl_mean": None if pl_mean is None else pl_mean.detach().cpu()},
+        "augment": _augment_state(state),
         "progress": {"cur_nimg": state.cur_nimg, "cur_tick": state.cur_tick, "step": state.step,
                      "kimg": state.cur_nimg / 1000},
         "timing": {"time_s": state.time_s},  # wall time, kept apart from progress (which a resume reproduces)
@@ -315,6 +333,13 @@ def snapshot_dict(c, state):
         "rng": {"seed": c.seed, "torch_cpu": torch.get_rng_state()},
         "training_options": _plain(c),
     }
+
+
+def _augment_state(state):
+    """The augmentation strength and ADA's pending statistics (None without augmentation)."""
+    if state.ada is not None:
+        return state.ada.state_dict()
+    return None if state.augment_pipe is None else {"p": state.augment_pipe.p}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,12 +407,19 @@ def training_step(c, state, info, phases, batches, tick_stats, last_snapshot):
                          f"got {len(batches)}")
     data = {part: _to_device(batch, info.device) for part, batch in zip(BATCH_PARTS, batches)}
     latents = step_latents(c, state.step, state.G.z_dim)
+    step_stats = {}
     for phase in phases:
         if state.step % phase.interval == 0:
-            run_phase(c, state, info, phase, data[phase.data], latents, tick_stats, last_snapshot)
+            run_phase(c, state, info, phase, data[phase.data], latents, step_stats, last_snapshot)
+    for key, (total, count) in step_stats.items():
+        tick_total, tick_count = tick_stats.get(key, (0.0, 0))
+        tick_stats[key] = (tick_total + total, tick_count + count)
     distributed.average_float_buffers_(state.G)
     state.cur_nimg += c.batch
     state.step += 1
+    if state.ada is not None:  # global sums (all-reduced with the gradients): p moves alike on every rank
+        state.ada.accumulate(*step_stats.get("signs_real", (0.0, 0)))
+        state.ada.after_step(state.step)
     update_ema(state.G_ema, state.G, ema_beta(c.batch, c.ema_kimg, state.cur_nimg, c.ema_rampup))
 
 
@@ -454,6 +486,8 @@ def tick_record(c, state, tick_stats, timing):
               "eta_s": max(c.kimg - state.cur_nimg / 1000, 0) * sec_per_kimg}
     for key, (total, count) in sorted(tick_stats.items()):
         record[key] = total / max(count, 1)
+    if state.augment_pipe is not None:
+        record["augment_p"] = state.augment_pipe.p
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         record["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
@@ -473,7 +507,7 @@ def tick_line(record):
     parts = [f"tick {record['tick']:<5d}", f"kimg {record['kimg']:<8.3f}", f"time {_fmt_time(record['time_s'])}",
              f"sec/tick {record['sec_per_tick']:<7.2f}", f"sec/kimg {record['sec_per_kimg']:<7.2f}",
              f"eta {_fmt_time(record['eta_s'])}"]
-    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1"):
+    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1", "augment_p"):
         if key in record:
             parts.append(f"{key} {record[key]:.4f}")
     mem = record.get("gpu_mem_gb", record["cpu_mem_gb"])
@@ -530,6 +564,9 @@ def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=N
             write_fakes(c, state, info, grid_data, os.path.join(run_dir, "fakes_init.png"))
     log.print(f"training for {c.kimg} kimg on {info.world_size} process(es), device {info.device}, "
               f"batch {c.batch} ({c.batch_gpu} per device x {c.num_rounds} round(s))")
+    if state.augment_pipe is not None:
+        log.print(f"augmentation {c.aug} (bgc) of everything D sees, p {state.augment_pipe.p:.4f}"
+                  + (f", target {c.ada_target}, {c.ada_kimg:g} kimg per unit of p" if state.ada else ""))
     if state.cur_nimg >= c.kimg * 1000:
         log.print(f"nothing to do: already at kimg {state.cur_nimg / 1000:.3f} >= --kimg {c.kimg}")
         log.close()
