@@ -230,3 +230,20 @@ def test_run_started_with_init_resumes_exactly(tmp_path, data_zip, sources):
     torch.testing.assert_close(b["opt_D"]["state"], a["opt_D"]["state"], rtol=1e-5, atol=1e-6)
     start = read_network_file(sources["pkl"])["G_ema"]  # and training moved G_ema off the file's weights
     assert any(not torch.allclose(a["G_ema"][k], v) for k, v in start.items() if k.endswith("weight"))
+
+
+def test_transfer_benchmark_data_and_scores(tmp_path, sources):
+    from benchmarks import few_images_transfer as transfer
+    from data.dataset import ImageDataset
+
+    ds = ImageDataset(transfer.write_face_zip(str(tmp_path / "ten.zip"), transfer.SPLITS["finetune"]))
+    assert len(ds) == 10 and ds.resolution == RES and ds[0].shape == (3, RES, RES)
+    faces = transfer.heldout_faces()
+    assert faces.shape == (20, 3, RES, RES) and faces.dtype.name == "uint8"
+    scores = transfer.evaluate(sources["pt"], faces[:4], seeds=[0, 1], mask_seed=0)
+    assert set(scores) == {"center", "free-form"}
+    for values in scores.values():
+        assert 0 < values["l1_hole"] < 1 and 0 < values["ssim"] < 1 and values["psnr"] > 0
+        assert values["diversity"] > 0  # two latent seeds, random noise: the fills differ
+    row = dict(arm="init", kimg=4, minutes=1.5, scores=scores)
+    assert transfer.table([row], None).splitlines()[2].startswith("| init | 4 | 1.5 | ")
