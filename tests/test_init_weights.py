@@ -118,6 +118,10 @@ def test_mismatches_and_conflicts_are_named(tmp_path, data_zip, sources):
     with pytest.raises(UserError, match=r"--init .*nothing\.pt: file not found"):
         launch(opts_for(tmp_path, data_zip, init=str(tmp_path / "nothing.pt")), overrides=MICRO,
                network_reader=read_network_file)
+    (tmp_path / "text.pt").write_text("not a network")
+    with pytest.raises(UserError, match=r"--init: .*text\.pt: .*not a comodgan-pytorch snapshot"):
+        launch(opts_for(tmp_path, data_zip, init=str(tmp_path / "text.pt")), overrides=MICRO,
+               network_reader=read_network_file)
     with pytest.raises(UserError, match=r"--freeze-d 11: D at 32x32 has 10 layers"):
         launch(opts_for(tmp_path, data_zip, freeze_d=11), overrides=MICRO)
     assert not os.path.exists(tmp_path / "runs")  # every error before a run directory

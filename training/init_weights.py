@@ -82,7 +82,10 @@ def load_init(c, reader):
                         f"inference.loading.read_network_file)")
     if not os.path.isfile(path):
         raise UserError(f"--init {path}: file not found")
-    data = reader(path)
+    try:
+        data = reader(path)
+    except UserError as err:  # the reader names the file; say which option it came from
+        raise UserError(f"--init: {err}") from None
     check_fits(path, "G", data["G_kwargs"], c.G_kwargs, c.cfg)
     has_D = snapshot_kind(data) != SNAPSHOT_KIND_GENERATOR and "D" in data
     if has_D:
