@@ -115,7 +115,9 @@ def _init_options(c, opts):
     c.init_source = opts.get("init_source")  # path, sha256, format; filled in when the file is read
     c.init = opts.get("init") or (c.init_source or {}).get("path")
     if c.init and opts.get("ema_rampup") is None:
-        c.ema_rampup = None  # fine-tuning: the EMA half-life is constant from the first step (no ramp-up)
+        # Fine-tuning averages with a constant half-life from the first step: the ramp-up exists to forget random
+        # initial weights (stylegan2-ada-pytorch train.py sets ema_rampup = None whenever it resumes a pickle).
+        c.ema_rampup = None
     c.freeze_d = int(opts.get("freeze_d") or 0)
 
 
