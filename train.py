@@ -70,6 +70,12 @@ def _grid(ctx, param, value):
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", help="Compute device.")
 @click.option("--pl-weight", type=FiniteFloatRange(min=0), help="Path length regularisation weight [default: 0].")
 @click.option("--l1-weight", type=FiniteFloatRange(min=0), help="L1 reconstruction weight [default: 0].")
+@click.option("--style-mod/--no-style-mod", default=None,
+              help="Modulate every layer by w; --no-style-mod = the paper's ablation (official "
+                   "--disable-style-mod) [default: on].")
+@click.option("--cond-mod/--no-cond-mod", default=None,
+              help="Modulate every layer by the global code; --no-cond-mod = the paper's ablation (official "
+                   "--disable-cond-mod) [default: on]. At least one stays on.")
 @click.option("--grid", callback=_grid, metavar="COLSxROWS", help="Image grid layout [default: 8x4].")
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved configuration and exit.")
 def main(dry_run, **opts):

@@ -113,6 +113,9 @@ def test_mismatches_and_conflicts_are_named(tmp_path, data_zip, sources):
     write_official_pickle(big, 64, **MICRO_OFFICIAL)
     with pytest.raises(UserError, match=r"resolution 64 \(file\) vs 32 \(run\)"):
         launch(opts_for(tmp_path, data_zip, init=str(big)), overrides=MICRO, network_reader=read_network_file)
+    with pytest.raises(UserError, match=r"style_mod True \(file\) vs False \(run\)"):
+        launch(opts_for(tmp_path, data_zip, init=sources["pkl"], style_mod=False), overrides=MICRO,
+               network_reader=read_network_file)
     with pytest.raises(UserError, match=r"--init .* with --resume latest: .*pass one"):
         launch(opts_for(tmp_path, data_zip, init=sources["pkl"], resume="latest"), overrides=MICRO)
     with pytest.raises(UserError, match=r"--init .*nothing\.pt: file not found"):

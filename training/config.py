@@ -101,6 +101,7 @@ def build_config(opts, world_size=1, overrides=None):
     if c.fp32:
         for kw in (c.G_kwargs, c.D_kwargs):
             kw.update(num_fp16_res=0, conv_clamp=None)
+    _set_modulation(c, opts)
     _check_numbers(c)
     return c
 
@@ -119,6 +120,21 @@ def _init_options(c, opts):
         # initial weights (stylegan2-ada-pytorch train.py sets ema_rampup = None whenever it resumes a pickle).
         c.ema_rampup = None
     c.freeze_d = int(opts.get("freeze_d") or 0)
+
+
+def _set_modulation(c, opts):
+    """--style-mod/--cond-mod (official run_training.py --disable-style-mod/--disable-cond-mod) into G_kwargs,
+    always written out so that training_options.json and a resume check name the variant."""
+    for key in ("style_mod", "cond_mod"):
+        value = opts.get(key)
+        c.G_kwargs[key] = bool(c.G_kwargs.get(key, True) if value is None else value)
+    if not (c.G_kwargs["style_mod"] or c.G_kwargs["cond_mod"]):
+        raise UserError("--no-style-mod with --no-cond-mod: every modulated layer needs w (--style-mod) or the "
+                        "global code (--cond-mod); keep at least one on (docs/ablations.md)")
+    if not c.G_kwargs["style_mod"] and c.pl_weight != 0:
+        raise UserError(f"--pl-weight {c.pl_weight:g} with --no-style-mod: path length regularisation acts on the "
+                        f"w -> image map, and without style modulation w does not reach the image; use "
+                        f"--pl-weight 0")
 
 
 def _default_batch_gpu(batch, world_size, cap):
@@ -209,7 +225,9 @@ def _check_metric_names(names, registry):
 def run_description(c):
     name = os.path.splitext(os.path.basename(os.path.normpath(c.data)))[0]
     mask = re.sub(r"[^A-Za-z0-9.=-]+", "_", c.mask.split(":")[0] if c.mask.startswith("nvidia") else c.mask)
-    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}"
+    ablation = "".join(tag for key, tag in (("style_mod", "-nostylemod"), ("cond_mod", "-nocondmod"))
+                       if not c.G_kwargs.get(key, True))
+    return f"{c.cfg}-{name}-{mask}-batch{c.batch}-gamma{c.gamma:g}{ablation}"
 
 
 def to_json(c):

@@ -41,8 +41,9 @@ def _widths(kw, stages):
 
 def architecture(kind, kwargs):
     """What of G_kwargs / D_kwargs (`kind` 'G' or 'D') decides the weights' shapes, as {name: value}: resolution,
-    image channels, z and w widths, mapping layers and width, feature maps nf(0), nf(1), ... (nf(s) at
-    2**(s+1)). The rest (float16 layers, clamping, dropout, lr multiplier) is the run's choice."""
+    image channels, z and w widths, mapping layers and width, the modulation inputs (style_mod, cond_mod), feature
+    maps nf(0), nf(1), ... (nf(s) at 2**(s+1)). The rest (float16 layers, clamping, dropout, lr multiplier) is
+    the run's choice."""
     from training.networks import Discriminator, Generator, MappingNetwork, check_resolution
 
     kw = {**_defaults(Generator if kind == "G" else Discriminator), **kwargs}
@@ -51,7 +52,8 @@ def architecture(kind, kwargs):
     if kind == "G":
         mapping = {**_defaults(MappingNetwork), **(kw.get("mapping_kwargs") or {})}
         arch.update({"z_dim": kw["z_dim"], "w_dim": kw["w_dim"], "mapping layers": mapping["num_layers"],
-                     "mapping width": mapping["layer_features"]})
+                     "mapping width": mapping["layer_features"], "style_mod": kw["style_mod"],
+                     "cond_mod": kw["cond_mod"]})
     else:
         arch["minibatch-stddev features"] = kw["mbstd_num_channels"]
     arch["feature maps nf(0..)"] = _widths(kw, log2)

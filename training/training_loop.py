@@ -73,10 +73,25 @@ def check_resume(c, resume_path):
     checkpoint.check_resumable(data, f"--resume {resume_path}")  # a G_ema-only import has no G or D to go on from
     for key in ("G_kwargs", "D_kwargs"):
         # The snapshot's kwargs are complete (defaults filled in); ours list only what the preset sets.
-        if any(data[key].get(name) != value for name, value in _plain(c[key]).items()):
+        saved = _with_defaults(key, data[key])
+        if any(saved.get(name) != value for name, value in _plain(c[key]).items()):
             raise UserError(f"--resume {resume_path}: its {key} {json.dumps(data[key], sort_keys=True)} differ from "
-                            f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same --cfg/--fp32")
+                            f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same "
+                            f"--cfg/--fp32/--style-mod/--cond-mod")
     return data
+
+
+def _with_defaults(key, kwargs):
+    """A snapshot's kwargs with the constructor's defaults for keywords added after it was written (the loaders
+    build such a snapshot with those defaults too, e.g. style_mod=True)."""
+    import inspect
+
+    from training.networks import Discriminator, Generator
+
+    cls = Generator if key == "G_kwargs" else Discriminator
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
 
 
 def _plain(obj):
