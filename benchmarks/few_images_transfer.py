@@ -6,11 +6,11 @@ plus `--freeze-d N`), and score every arm on the 20 held-out faces; prints the t
 
 Faces: scikit-image's lfw_subset (faces 0-69 pretrain, 70-79 fine-tune, 80-99 held out), 25x25 gray upscaled
 bicubic to 32x32 RGB. Training: train.py as a user runs it (--cfg tiny, mixed free-form/center masks, --workers 0,
-one torch thread per run, two runs side by side: pretraining beside the scratch arm, then the two --init arms).
-Evaluation on the held-out faces, per mask kind (the 25% center square; the official free-form generator), of
-every snapshot after the first: L1 in the hole, PSNR and SSIM of the whole image
-(metrics/pixel_metrics.py), averaged over faces and latent seeds, and the seeds' diversity (mean pairwise L1 in
-the hole, demo_lib/report.py), with the evaluation's G settings (no truncation, random noise, dropout on).
+one torch thread per run, side by side: pretraining beside the scratch arm, then the two --init arms; with
+--pretrained the three arms). Evaluation on the held-out faces, per mask kind (the 25% center square; the
+official free-form generator), of every snapshot after the first: L1 in the hole, PSNR and SSIM of the whole
+image (metrics/pixel_metrics.py), averaged over faces and latent seeds, and the seeds' diversity (mean pairwise
+L1 in the hole, demo_lib/report.py), with the evaluation's G settings (no truncation, random noise, dropout on).
 """
 
 import io
@@ -146,7 +146,9 @@ def table(results, opts):
               help="kimg between snapshots; every snapshot is scored.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Training seed of every run.")
 @click.option("--eval-seeds", default="0-3", show_default=True, help="Latent seeds per held-out face.")
-def main(outdir, pretrain_kimg, finetune_kimg, freeze_d, batch, snap_kimg, seed, eval_seeds):
+@click.option("--pretrained", metavar="PT", help="Reuse this pretrained snapshot (e.g. an earlier run's "
+              "pretrain/.../network-snapshot-*.pt) instead of pretraining; the three arms then train side by side.")
+def main(outdir, pretrain_kimg, finetune_kimg, freeze_d, batch, snap_kimg, seed, eval_seeds, pretrained):
     """Pretrain on 70 faces, fine-tune on 10 three ways, score on 20 held-out faces; prints the table."""
     from inference.inpaint import parse_seeds
 
@@ -160,12 +162,17 @@ def main(outdir, pretrain_kimg, finetune_kimg, freeze_d, batch, snap_kimg, seed,
 
     names = ["scratch", "init", f"init + freeze-d {freeze_d}"]
     dirs = {name: os.path.join(outdir, name.replace(" + ", "-").replace(" ", "")) for name in ["pretrain", *names]}
-    # The scratch arm needs no pretrained network: it trains beside the pretraining, the --init arms after it.
-    minutes = run_parallel([job("pretrain", "pretrain", pretrain_kimg), job("scratch", "finetune", finetune_kimg)])
-    pretrained = snapshots_of(dirs["pretrain"])[-1][1]
-    minutes.update(run_parallel([job(names[1], "finetune", finetune_kimg, ("--init", pretrained)),
-                                 job(names[2], "finetune", finetune_kimg,
-                                     ("--init", pretrained, "--freeze-d", str(freeze_d)))]))
+    def init_jobs(path):
+        return [job(names[1], "finetune", finetune_kimg, ("--init", path)),
+                job(names[2], "finetune", finetune_kimg, ("--init", path, "--freeze-d", str(freeze_d)))]
+
+    if pretrained:
+        minutes = run_parallel([job("scratch", "finetune", finetune_kimg), *init_jobs(pretrained)])
+    else:
+        # The scratch arm needs no pretrained network: it trains beside the pretraining, the --init arms after it.
+        minutes = run_parallel([job("pretrain", "pretrain", pretrain_kimg), job("scratch", "finetune", finetune_kimg)])
+        pretrained = snapshots_of(dirs["pretrain"])[-1][1]
+        minutes.update(run_parallel(init_jobs(pretrained)))
     faces = heldout_faces()
     results = [dict(arm="pretrained on 70, no fine-tuning", kimg=0, minutes=minutes.get("pretrain"),
                     scores=evaluate(pretrained, faces, seeds, seed))]
@@ -179,10 +186,11 @@ def main(outdir, pretrain_kimg, finetune_kimg, freeze_d, batch, snap_kimg, seed,
                                 scores=evaluate(path, faces, seeds, seed)))
     with open(os.path.join(outdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(dict(results=results, options=click.get_current_context().params, machine=machine()), f, indent=2)
-    print(f"Few-image transfer: pretrain {pretrain_kimg:g} kimg on lfw faces 0-69, fine-tune {finetune_kimg:g} kimg "
+    source = f"pretrain {pretrain_kimg:g} kimg" if minutes.get("pretrain") else f"pretrained {pretrained}"
+    print(f"Few-image transfer: {source} on lfw faces 0-69, fine-tune {finetune_kimg:g} kimg "
           f"on faces 70-79, scored on faces 80-99 (masks seed {seed}, latent seeds {eval_seeds}); --cfg tiny, batch "
           f"{batch}, training seed {seed}; {machine()}")
-    print("'train min': wall time of the final snapshot's run (two runs side by side, one torch thread each); "
+    print("'train min': wall time of the final snapshot's run (runs side by side, one torch thread each); "
           "intermediate snapshots have none. L1 hole: mean |real - fill| / 255 in the hole; PSNR, SSIM: whole "
           "image; div: mean pairwise L1 between the latent seeds' fills in the hole.")
     print(table(results, opts))
