@@ -78,6 +78,7 @@ def build_config(opts, world_size=1, overrides=None):
         c[key] = p[key] if value is None else value
     if not c.ema_rampup:  # --ema-rampup 0 turns the ramp-up off
         c.ema_rampup = None
+    _init_options(c, opts)
     c.betas, c.eps = list(p["betas"]), p["eps"]
     # Both intervals rescale the optimizers (official lazy regularisation); g_reg_interval also spaces the
     # path-length steps, which run only when pl_weight != 0.
@@ -102,6 +103,22 @@ def build_config(opts, world_size=1, overrides=None):
     _set_modulation(c, opts)
     _check_numbers(c)
     return c
+
+
+def _init_options(c, opts):
+    """--init PATH (a new run from a network file; training.init_weights) and --freeze-d N (training.freeze_d).
+    A resumed --init run gets `init_source` from its snapshot (init_weights.inherited_options) instead of --init."""
+    if opts.get("init") and opts.get("resume"):
+        raise UserError(f"--init {opts.get('init')} with --resume {opts.get('resume')}: --init starts a new run "
+                        f"from a network file (kimg 0, fresh optimizers), --resume continues a run; pass one. A "
+                        f"run started with --init resumes with --resume alone")
+    c.init_source = opts.get("init_source")  # path, sha256, format; filled in when the file is read
+    c.init = opts.get("init") or (c.init_source or {}).get("path")
+    if c.init and opts.get("ema_rampup") is None:
+        # Fine-tuning averages with a constant half-life from the first step: the ramp-up exists to forget random
+        # initial weights (stylegan2-ada-pytorch train.py sets ema_rampup = None whenever it resumes a pickle).
+        c.ema_rampup = None
+    c.freeze_d = int(opts.get("freeze_d") or 0)
 
 
 def _set_modulation(c, opts):
@@ -219,6 +236,10 @@ def validate_inputs(c, metric_registry=None):
             raise UserError(f"--data-val {c.data_val}: needs images at {c.resolution}x{c.resolution} "
                             f"(found {len(val)} images at {val.resolution})")
     make_mask_generator(c.mask, c.resolution)
+    if c.freeze_d:
+        from training.freeze_d import check_count
+
+        check_count(c.freeze_d, c.D_kwargs)
     if c.metrics:
         _check_metric_names(c.metrics, metric_registry)
     return dataset

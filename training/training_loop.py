@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
-from training import augment, checkpoint, distributed
+from training import augment, checkpoint, distributed, freeze_d, init_weights
 from training.loss import CoModGANLoss, ema_beta, update_ema
 
 RUN_DIR_RE = re.compile(r"^(\d+)-")
@@ -231,6 +231,7 @@ def build_state(c, info):
     D = Discriminator(**c.D_kwargs).train().to(info.device)
     G_ema = Generator(**c.G_kwargs).eval().requires_grad_(False).to(info.device)
     G_ema.load_state_dict(G.state_dict())
+    frozen = freeze_d.freeze(D, c.get("freeze_d", 0))  # before its optimizer, which then never holds them
     opt_G = _adam(G, c, c.g_reg_interval)
     opt_D = _adam(D, c, c.d_reg_interval)
     pipe, ada = _augmentation(c)
@@ -238,6 +239,7 @@ def build_state(c, info):
                         truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight,
                         augment_pipe=pipe)
     return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss, augment_pipe=pipe, ada=ada,
+                    frozen=frozen,
                     cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0, time_s=0.0)
 
 
@@ -260,7 +262,8 @@ def _adam(module, c, reg_interval):
     # optimizers"): G gets 4/5 although CoModGAN has no G regulariser.
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
     betas = (float(c.betas[0]) ** ratio, float(c.betas[1]) ** ratio)
-    return torch.optim.Adam(module.parameters(), lr=c.lr * ratio, betas=betas, eps=c.eps)
+    params = [p for p in module.parameters() if p.requires_grad]  # not Freeze-D's frozen layers
+    return torch.optim.Adam(params, lr=c.lr * ratio, betas=betas, eps=c.eps)
 
 
 def make_phases(c, state):
@@ -350,6 +353,8 @@ def run_phase(c, state, info, phase, batch, latents, tick_stats, last_snapshot):
     """Accumulate one phase's gradients over the rounds, all-reduce them with the stats, check, step."""
     for net in (state.G, state.D):
         net.requires_grad_(net is phase.module)
+    for p in state.frozen:  # Freeze-D: no gradient, R1's included
+        p.requires_grad_(False)
     phase.opt.zero_grad(set_to_none=True)
     img, mask = batch
     n = c.batch_gpu
@@ -539,12 +544,15 @@ def run_metrics(c, state, info, log, snapshot_path, metric_main):
 # Entry point.
 
 
-def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=None, init_data=None):
     """Train until c.kimg thousand images; returns EasyDict(run_dir, snapshot (last path), state).
 
-    `metric_registry` (see launch) evaluates c.metrics at every snapshot."""
+    `metric_registry` (see launch) evaluates c.metrics at every snapshot; `init_data`
+    (init_weights.load_init) holds the weights a run started with --init begins from."""
     log = RunLog(run_dir, info.is_main)
     state = build_state(c, info)
+    if init_data is not None:
+        init_weights.apply_init(state, init_data, log)
     last_snapshot = None
     if resume_data is not None:
         try:
@@ -632,7 +640,7 @@ def drop_stats_after(run_dir, kimg):
             f.writelines(kept)
 
 
-def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None, init_data=None):
     """Write training_options.json (rank 0) and train. Flushes stdout so the last lines are not lost."""
     if info.is_main:
         os.makedirs(run_dir, exist_ok=True)
@@ -642,19 +650,20 @@ def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
             json.dump(_plain(c), f, indent=2, sort_keys=True)
     distributed.barrier()
     try:
-        return training_loop(c, info, dataset, run_dir, resume_data, metric_registry)
+        return training_loop(c, info, dataset, run_dir, resume_data, metric_registry, init_data)
     finally:
         sys.stdout.flush()
 
 
-def launch(opts, dry_run=False, overrides=None, metric_registry=None):
+def launch(opts, dry_run=False, overrides=None, metric_registry=None, network_reader=None):
     """Everything train.py does after parsing: join the process group, resolve and validate the config
     (every user error surfaces here, before training), pick the run directory, then train or print.
 
     `overrides` replaces resolved config entries (tests and benchmarks use it for very small networks).
     `metric_registry` is what --metrics needs: an object with is_valid_metric(name), list_valid_metrics(),
     calc_metric(name, **kwargs) and report_metric(result, ...), i.e. metrics.metric_main, which train.py hands in
-    (the metrics package sits above this one and is not imported from here).
+    (the metrics package sits above this one and is not imported from here). `network_reader` reads --init's
+    file (path -> snapshot dict: inference.loading.read_network_file, which train.py hands in for the same reason).
     Returns None for a dry run, else EasyDict(run_dir, snapshot, state) of this process.
     """
     from torch_utils.misc import resolve_device
@@ -663,18 +672,27 @@ def launch(opts, dry_run=False, overrides=None, metric_registry=None):
     info = distributed.init(resolve_device(opts.get("device", "auto")))
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
-    try:
-        c = config.build_config(opts, world_size=info.world_size, overrides=overrides)
+    def configure(options):
+        c = config.build_config(options, world_size=info.world_size, overrides=overrides)
         c.device = str(info.device)
-        dataset = config.validate_inputs(c, metric_registry)
+        return c, config.validate_inputs(c, metric_registry)
+
+    try:
+        c, dataset = configure(opts)
         run_dir, resume_path = resolve_run(c, config.run_description(c))
         run_dir, resume_path = distributed.broadcast_object((run_dir, resume_path))
         resume_data = check_resume(c, resume_path) if resume_path else None
+        if resume_data is not None:
+            freeze_d.check_resume(c.freeze_d, resume_data, resume_path)
+            inherited = init_weights.inherited_options(resume_data)
+            if inherited:  # a run started with --init resumes as it ran: its source, no EMA ramp-up
+                c, dataset = configure({**opts, **inherited})
+        init_data = init_weights.load_init(c, network_reader) if c.init and resume_data is None else None
         c.run_dir, c.resume_path = run_dir, resume_path
         if dry_run:
             if info.is_main:
                 print(config.to_json(c))
             return None
-        return run(c, info, dataset, run_dir, resume_data, metric_registry)
+        return run(c, info, dataset, run_dir, resume_data, metric_registry, init_data)
     finally:
         distributed.shutdown()
