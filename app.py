@@ -1,5 +1,5 @@
 """Command line of the web app: paint a hole on a photo in the browser and compare CoModGAN's completions, one per
-seed, with the traditional methods; the same through an HTTP API (the work is in app_lib/ and web/).
+seed, with the traditional methods; the same through an HTTP API (the work is in app_lib/, the page in app_lib/static/).
 
 Examples:
 
@@ -12,9 +12,9 @@ import sys
 
 import click
 
+from cli_options import impl_option
 from dnnlib import UserError
 from dnnlib.cli_types import FiniteFloatRange
-from inference.impls import impl_option
 
 
 @click.command()

@@ -26,8 +26,8 @@ import uuid
 import click
 import torch
 
+from cli_options import impl_option
 from dnnlib import EasyDict, UserError, check_output_path
-from inference.impls import impl_option
 from metrics import metric_main
 from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, check_baseline_name
 

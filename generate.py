@@ -12,10 +12,9 @@ import sys
 
 import click
 
+from cli_options import fit_options, impl_option
 from dnnlib import EasyDict, UserError
 from dnnlib.cli_types import FiniteFloatRange
-from inference.fit_names import fit_options
-from inference.impls import impl_option
 
 
 def _seeds(ctx, param, value):

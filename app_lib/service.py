@@ -19,17 +19,17 @@ from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_CHOICES
 from inference.inpaint import inpaint_image
 from inference.pictures import mask_to_png
-from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, list_baselines
+from metrics.baselines import BASELINE_METHODS, list_baselines
 from metrics.baselines import inpaint_image as baseline_inpaint
 
 GAN = "gan"
 
 
 def offered_baselines():
-    """The traditional methods the app offers: metrics.baselines' default set (fast enough for a request; FSR and
-    ShiftMap take seconds to minutes per photo) that loads on this machine."""
+    """The traditional methods the app offers: those of metrics.baselines fast enough for a request (`interactive`;
+    FSR and ShiftMap take seconds to minutes per photo) that load on this machine."""
     available = set(list_baselines())
-    return [name for name in DEFAULT_BASELINES if name in available]
+    return [name for name, method in BASELINE_METHODS.items() if method.interactive and name in available]
 SEEDS_PER_STEP = 4  # GAN seeds per forward pass; progress is reported after each
 NO_MODEL_HELP = ("No network loaded: only the traditional methods are offered. Run `make demo` (about 8 minutes "
                  "on a CPU) and then `make app`, or start `python app.py --network SNAPSHOT.pt` (or an official "

@@ -4,7 +4,10 @@
 'fast' as the default). G then calls `synthesize()` instead of its encoder + synthesis modules when `eligible()`:
 eval mode, no autograd (torch.no_grad / inference_mode), float32 CPU tensors, impl 'fast' or 'fast-bf16', and
 no module hooks (hooks must see every layer, so they get the reference). The result equals the reference to
-float32 rounding (tests/test_inference_fast_path.py checks it); what changes is how it is computed:
+float32 rounding (tests/test_inference_fast_path.py checks it). It runs the paper's ablations (style_mod or
+cond_mod off, docs/ablations.md) too, with no fallback: the modulation vectors come from the synthesis's own
+`modulation_inputs()` and the affine widths from its layers (tests/test_ablations.py). What changes is how it is
+computed:
 
 - channels_last activations end to end (oneDNN's fast convolution layout on CPU);
 - equalized-lr gains, the lrelu gain sqrt(2) (lrelu(x) * g = lrelu(g * x) for g > 0) and the upsampling gain 4

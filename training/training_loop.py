@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
-from training import checkpoint, distributed
+from training import augment, checkpoint, distributed, freeze_d, init_weights
 from training.loss import CoModGANLoss, ema_beta, update_ema
 
 RUN_DIR_RE = re.compile(r"^(\d+)-")
@@ -73,10 +73,25 @@ def check_resume(c, resume_path):
     checkpoint.check_resumable(data, f"--resume {resume_path}")  # a G_ema-only import has no G or D to go on from
     for key in ("G_kwargs", "D_kwargs"):
         # The snapshot's kwargs are complete (defaults filled in); ours list only what the preset sets.
-        if any(data[key].get(name) != value for name, value in _plain(c[key]).items()):
+        saved = _with_defaults(key, data[key])
+        if any(saved.get(name) != value for name, value in _plain(c[key]).items()):
             raise UserError(f"--resume {resume_path}: its {key} {json.dumps(data[key], sort_keys=True)} differ from "
-                            f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same --cfg/--fp32")
+                            f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same "
+                            f"--cfg/--fp32/--style-mod/--cond-mod")
     return data
+
+
+def _with_defaults(key, kwargs):
+    """A snapshot's kwargs with the constructor's defaults for keywords added after it was written (the loaders
+    build such a snapshot with those defaults too, e.g. style_mod=True)."""
+    import inspect
+
+    from training.networks import Discriminator, Generator
+
+    cls = Generator if key == "G_kwargs" else Discriminator
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
 
 
 def _plain(obj):
@@ -216,12 +231,28 @@ def build_state(c, info):
     D = Discriminator(**c.D_kwargs).train().to(info.device)
     G_ema = Generator(**c.G_kwargs).eval().requires_grad_(False).to(info.device)
     G_ema.load_state_dict(G.state_dict())
+    frozen = freeze_d.freeze(D, c.get("freeze_d", 0))  # before its optimizer, which then never holds them
     opt_G = _adam(G, c, c.g_reg_interval)
     opt_D = _adam(D, c, c.d_reg_interval)
+    pipe, ada = _augmentation(c)
     loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob,
-                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight)
-    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss,
+                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight,
+                        augment_pipe=pipe)
+    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss, augment_pipe=pipe, ada=ada,
+                    frozen=frozen,
                     cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0, time_s=0.0)
+
+
+def _augmentation(c):
+    """(AugmentPipe or None, AdaTuner or None) for --aug noaug|fixed|ada."""
+    aug = c.get("aug", "noaug")
+    if aug == "noaug":
+        return None, None
+    pipe = augment.make_augment_pipe(p=c.aug_p)
+    if aug == "fixed":
+        return pipe, None
+    return pipe, augment.AdaTuner(pipe, target=c.ada_target, ada_kimg=c.ada_kimg, batch=c.batch,
+                                  interval=c.ada_interval)
 
 
 def _adam(module, c, reg_interval):
@@ -231,7 +262,8 @@ def _adam(module, c, reg_interval):
     # optimizers"): G gets 4/5 although CoModGAN has no G regulariser.
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
     betas = (float(c.betas[0]) ** ratio, float(c.betas[1]) ** ratio)
-    return torch.optim.Adam(module.parameters(), lr=c.lr * ratio, betas=betas, eps=c.eps)
+    params = [p for p in module.parameters() if p.requires_grad]  # not Freeze-D's frozen layers
+    return torch.optim.Adam(params, lr=c.lr * ratio, betas=betas, eps=c.eps)
 
 
 def make_phases(c, state):
@@ -266,6 +298,9 @@ def restore_state(state, data, info):
     pl_mean = data.get("loss_state", {}).get("pl_mean")
     if pl_mean is not None:
         state.loss.pl_mean = pl_mean.to(info.device)
+    saved_aug = data.get("augment") or {}
+    if state.ada is not None and "sign_count" in saved_aug:  # ADA goes on with its p; a fixed p is the option's
+        state.ada.load_state_dict(saved_aug)
     progress = data.get("progress", {})
     for key in ("cur_nimg", "cur_tick", "step"):
         state[key] = int(progress.get(key, 0))
@@ -293,6 +328,7 @@ def snapshot_dict(c, state):
         "D": _to_cpu(state.D.state_dict()),
         "opt_G": _to_cpu(state.opt_G.state_dict()), "opt_D": _to_cpu(state.opt_D.state_dict()),
         "loss_state": {"pl_mean": None if pl_mean is None else pl_mean.detach().cpu()},
+        "augment": _augment_state(state),
         "progress": {"cur_nimg": state.cur_nimg, "cur_tick": state.cur_tick, "step": state.step,
                      "kimg": state.cur_nimg / 1000},
         "timing": {"time_s": state.time_s},  # wall time, kept apart from progress (which a resume reproduces)
@@ -300,6 +336,13 @@ def snapshot_dict(c, state):
         "rng": {"seed": c.seed, "torch_cpu": torch.get_rng_state()},
         "training_options": _plain(c),
     }
+
+
+def _augment_state(state):
+    """The augmentation strength and ADA's pending statistics (None without augmentation)."""
+    if state.ada is not None:
+        return state.ada.state_dict()
+    return None if state.augment_pipe is None else {"p": state.augment_pipe.p}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,6 +353,8 @@ def run_phase(c, state, info, phase, batch, latents, tick_stats, last_snapshot):
     """Accumulate one phase's gradients over the rounds, all-reduce them with the stats, check, step."""
     for net in (state.G, state.D):
         net.requires_grad_(net is phase.module)
+    for p in state.frozen:  # Freeze-D: no gradient, R1's included
+        p.requires_grad_(False)
     phase.opt.zero_grad(set_to_none=True)
     img, mask = batch
     n = c.batch_gpu
@@ -367,12 +412,19 @@ def training_step(c, state, info, phases, batches, tick_stats, last_snapshot):
                          f"got {len(batches)}")
     data = {part: _to_device(batch, info.device) for part, batch in zip(BATCH_PARTS, batches)}
     latents = step_latents(c, state.step, state.G.z_dim)
+    step_stats = {}
     for phase in phases:
         if state.step % phase.interval == 0:
-            run_phase(c, state, info, phase, data[phase.data], latents, tick_stats, last_snapshot)
+            run_phase(c, state, info, phase, data[phase.data], latents, step_stats, last_snapshot)
+    for key, (total, count) in step_stats.items():
+        tick_total, tick_count = tick_stats.get(key, (0.0, 0))
+        tick_stats[key] = (tick_total + total, tick_count + count)
     distributed.average_float_buffers_(state.G)
     state.cur_nimg += c.batch
     state.step += 1
+    if state.ada is not None:  # global sums (all-reduced with the gradients): p moves alike on every rank
+        state.ada.accumulate(*step_stats.get("signs_real", (0.0, 0)))
+        state.ada.after_step(state.step)
     update_ema(state.G_ema, state.G, ema_beta(c.batch, c.ema_kimg, state.cur_nimg, c.ema_rampup))
 
 
@@ -439,6 +491,8 @@ def tick_record(c, state, tick_stats, timing):
               "eta_s": max(c.kimg - state.cur_nimg / 1000, 0) * sec_per_kimg}
     for key, (total, count) in sorted(tick_stats.items()):
         record[key] = total / max(count, 1)
+    if state.augment_pipe is not None:
+        record["augment_p"] = state.augment_pipe.p
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         record["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
@@ -458,7 +512,7 @@ def tick_line(record):
     parts = [f"tick {record['tick']:<5d}", f"kimg {record['kimg']:<8.3f}", f"time {_fmt_time(record['time_s'])}",
              f"sec/tick {record['sec_per_tick']:<7.2f}", f"sec/kimg {record['sec_per_kimg']:<7.2f}",
              f"eta {_fmt_time(record['eta_s'])}"]
-    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1"):
+    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1", "augment_p"):
         if key in record:
             parts.append(f"{key} {record[key]:.4f}")
     mem = record.get("gpu_mem_gb", record["cpu_mem_gb"])
@@ -490,12 +544,15 @@ def run_metrics(c, state, info, log, snapshot_path, metric_main):
 # Entry point.
 
 
-def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=None, init_data=None):
     """Train until c.kimg thousand images; returns EasyDict(run_dir, snapshot (last path), state).
 
-    `metric_registry` (see launch) evaluates c.metrics at every snapshot."""
+    `metric_registry` (see launch) evaluates c.metrics at every snapshot; `init_data`
+    (init_weights.load_init) holds the weights a run started with --init begins from."""
     log = RunLog(run_dir, info.is_main)
     state = build_state(c, info)
+    if init_data is not None:
+        init_weights.apply_init(state, init_data, log)
     last_snapshot = None
     if resume_data is not None:
         try:
@@ -515,6 +572,9 @@ def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=N
             write_fakes(c, state, info, grid_data, os.path.join(run_dir, "fakes_init.png"))
     log.print(f"training for {c.kimg} kimg on {info.world_size} process(es), device {info.device}, "
               f"batch {c.batch} ({c.batch_gpu} per device x {c.num_rounds} round(s))")
+    if state.augment_pipe is not None:
+        log.print(f"augmentation {c.aug} (bgc) of everything D sees, p {state.augment_pipe.p:.4f}"
+                  + (f", target {c.ada_target}, {c.ada_kimg:g} kimg per unit of p" if state.ada else ""))
     if state.cur_nimg >= c.kimg * 1000:
         log.print(f"nothing to do: already at kimg {state.cur_nimg / 1000:.3f} >= --kimg {c.kimg}")
         log.close()
@@ -580,7 +640,7 @@ def drop_stats_after(run_dir, kimg):
             f.writelines(kept)
 
 
-def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None, init_data=None):
     """Write training_options.json (rank 0) and train. Flushes stdout so the last lines are not lost."""
     if info.is_main:
         os.makedirs(run_dir, exist_ok=True)
@@ -590,19 +650,20 @@ def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
             json.dump(_plain(c), f, indent=2, sort_keys=True)
     distributed.barrier()
     try:
-        return training_loop(c, info, dataset, run_dir, resume_data, metric_registry)
+        return training_loop(c, info, dataset, run_dir, resume_data, metric_registry, init_data)
     finally:
         sys.stdout.flush()
 
 
-def launch(opts, dry_run=False, overrides=None, metric_registry=None):
+def launch(opts, dry_run=False, overrides=None, metric_registry=None, network_reader=None):
     """Everything train.py does after parsing: join the process group, resolve and validate the config
     (every user error surfaces here, before training), pick the run directory, then train or print.
 
     `overrides` replaces resolved config entries (tests and benchmarks use it for very small networks).
     `metric_registry` is what --metrics needs: an object with is_valid_metric(name), list_valid_metrics(),
     calc_metric(name, **kwargs) and report_metric(result, ...), i.e. metrics.metric_main, which train.py hands in
-    (the metrics package sits above this one and is not imported from here).
+    (the metrics package sits above this one and is not imported from here). `network_reader` reads --init's
+    file (path -> snapshot dict: inference.loading.read_network_file, which train.py hands in for the same reason).
     Returns None for a dry run, else EasyDict(run_dir, snapshot, state) of this process.
     """
     from torch_utils.misc import resolve_device
@@ -611,18 +672,27 @@ def launch(opts, dry_run=False, overrides=None, metric_registry=None):
     info = distributed.init(resolve_device(opts.get("device", "auto")))
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
-    try:
-        c = config.build_config(opts, world_size=info.world_size, overrides=overrides)
+    def configure(options):
+        c = config.build_config(options, world_size=info.world_size, overrides=overrides)
         c.device = str(info.device)
-        dataset = config.validate_inputs(c, metric_registry)
+        return c, config.validate_inputs(c, metric_registry)
+
+    try:
+        c, dataset = configure(opts)
         run_dir, resume_path = resolve_run(c, config.run_description(c))
         run_dir, resume_path = distributed.broadcast_object((run_dir, resume_path))
         resume_data = check_resume(c, resume_path) if resume_path else None
+        if resume_data is not None:
+            freeze_d.check_resume(c.freeze_d, resume_data, resume_path)
+            inherited = init_weights.inherited_options(resume_data)
+            if inherited:  # a run started with --init resumes as it ran: its source, no EMA ramp-up
+                c, dataset = configure({**opts, **inherited})
+        init_data = init_weights.load_init(c, network_reader) if c.init and resume_data is None else None
         c.run_dir, c.resume_path = run_dir, resume_path
         if dry_run:
             if info.is_main:
                 print(config.to_json(c))
             return None
-        return run(c, info, dataset, run_dir, resume_data, metric_registry)
+        return run(c, info, dataset, run_dir, resume_data, metric_registry, init_data)
     finally:
         distributed.shutdown()
