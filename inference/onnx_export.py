@@ -126,7 +126,8 @@ def export_generator(G, out_path, *, batch=1, opset=18, noise_mode="const", sour
                                     dynamic_shapes=dynamic_shapes, verbose=False)
     meta = onnx_format.make_metadata(
         resolution=G.img_resolution, img_channels=G.img_channels, z_dim=G.z_dim, batch=batch, noise=noise_mode,
-        source=source, source_sha256=source_sha256, code_version=code_version(),
+        style_mod=G.synthesis.style_mod, cond_mod=G.synthesis.cond_mod, source=source, source_sha256=source_sha256,
+        code_version=code_version(),
         exporter=f"torch.onnx.export(dynamo=True), torch {torch.__version__}", opset=opset)
     program.model.metadata_props.update(meta)
     program.model.doc_string = ("CoModGAN inpainting generator: composite = image * mask + G(image, mask, z) * "

@@ -36,8 +36,8 @@ class OnnxModelError(UserError):
     caller's expectations (resolution, mask convention, value range)."""
 
 
-def make_metadata(*, resolution, img_channels, z_dim, batch, noise, source, source_sha256, code_version,
-                  exporter, opset):
+def make_metadata(*, resolution, img_channels, z_dim, batch, noise, style_mod, cond_mod, source, source_sha256,
+                  code_version, exporter, opset):
     """The metadata_props of an exported file (every value a string)."""
     if noise not in NOISE_MODES:
         raise UserError(f"--noise {noise!r}: must be one of {', '.join(NOISE_MODES)}")
@@ -47,13 +47,18 @@ def make_metadata(*, resolution, img_channels, z_dim, batch, noise, source, sour
         "batch": str(batch), "mask_convention": MASK_CONVENTION, "value_range": VALUE_RANGE,
         "inputs": json.dumps(INPUT_MEANING), "output": OUTPUT_MEANING,
         "truncation_psi": TRUNCATION, "dropout": DROPOUT, "noise": noise,
+        "style_mod": _flag(style_mod), "cond_mod": _flag(cond_mod),
         "source": source, "source_sha256": source_sha256, "code_version": code_version,
         "exporter": exporter, "opset": str(int(opset)),
     }
 
 
 REQUIRED = ("format", "format_version", "resolution", "img_channels", "z_dim", "batch", "mask_convention",
-            "value_range", "truncation_psi", "dropout", "noise")
+            "value_range", "truncation_psi", "dropout", "noise", "style_mod", "cond_mod")
+
+
+def _flag(value):
+    return "true" if value else "false"
 
 
 def _int(meta, key, name):
@@ -65,7 +70,8 @@ def _int(meta, key, name):
 
 def check_metadata(meta, name, input_shapes, resolution=None):
     """The checked metadata of an exported file: a dict with ints for resolution, img_channels, z_dim and batch
-    (None = dynamic). Raises OnnxModelError naming the key that is missing or does not match.
+    (None = dynamic) and bools for style_mod and cond_mod (the generator's modulation switches). Raises
+    OnnxModelError naming the key that is missing or does not match.
 
     meta: {key: str} (ONNX metadata_props); name: the file, for messages; input_shapes: {input name: shape
     list} of the graph (str or None for a symbolic dimension); resolution: what the caller expects, or None.
@@ -86,8 +92,12 @@ def check_metadata(meta, name, input_shapes, resolution=None):
             raise OnnxModelError(f"{name}: metadata {key}={meta[key]!r}, but this runner feeds {key}={value!r}")
     if meta["noise"] not in NOISE_MODES:
         raise OnnxModelError(f"{name}: metadata noise={meta['noise']!r} is not one of {', '.join(NOISE_MODES)}")
+    for key in ("style_mod", "cond_mod"):
+        if meta[key] not in ("true", "false"):
+            raise OnnxModelError(f"{name}: metadata {key}={meta[key]!r} is not 'true' or 'false'")
     out = dict(meta, resolution=_int(meta, "resolution", name), img_channels=_int(meta, "img_channels", name),
-               z_dim=_int(meta, "z_dim", name), batch=None if meta["batch"] == "dynamic" else _int(meta, "batch", name))
+               z_dim=_int(meta, "z_dim", name), batch=None if meta["batch"] == "dynamic" else _int(meta, "batch", name),
+               style_mod=meta["style_mod"] == "true", cond_mod=meta["cond_mod"] == "true")
     if resolution is not None and out["resolution"] != resolution:
         raise OnnxModelError(f"{name}: the model is {out['resolution']}x{out['resolution']}, not the resolution "
                              f"{resolution} asked for")

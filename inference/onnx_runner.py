@@ -6,6 +6,7 @@ resolution, mask convention or value range differ from what we feed, is refused 
 """
 
 import os
+import types
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ def _session(path, threads):
 
 class OnnxGenerator:
     """An exported inpainter behind ONNX Runtime, with the attributes and call of a Generator that inference
-    needs: img_resolution, img_channels, z_dim and G(img, mask, z, truncation_psi, noise_mode, dropout)."""
+    needs: img_resolution, img_channels, z_dim, synthesis.style_mod / cond_mod and G(img, mask, z, truncation_psi,
+    noise_mode, dropout)."""
 
     def __init__(self, path, resolution=None, threads=None):
         if not os.path.isfile(path):
@@ -45,6 +47,8 @@ class OnnxGenerator:
             raise OnnxModelError(f"{self.path}: graph outputs are {outputs}; expected [{OUTPUT!r}]")
         self.img_resolution, self.img_channels = self.meta["resolution"], self.meta["img_channels"]
         self.z_dim, self.batch, self.noise_mode = self.meta["z_dim"], self.meta["batch"], self.meta["noise"]
+        # The modulation switches, where inference reads them on a Generator (G.synthesis.style_mod).
+        self.synthesis = types.SimpleNamespace(style_mod=self.meta["style_mod"], cond_mod=self.meta["cond_mod"])
 
     def check_options(self, truncation_psi=1.0, noise_mode="const", dropout=False):
         """Refuse what the exported graph cannot do (it has no random noise and no dropout), naming the option."""

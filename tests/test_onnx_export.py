@@ -60,10 +60,11 @@ def cli32(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fixed64(tmp_path_factory):
-    """A 64 px generator exported by the library: batch 3, no noise, opset 20."""
+    """A 64 px generator exported by the library: batch 3, no noise, opset 20, and the style-only ablation
+    (cond_mod=False): the exporter takes whatever Generator it is given."""
     path = str(tmp_path_factory.mktemp("onnx64") / "G64.onnx")
     torch.manual_seed(64)
-    G = _randomise(Generator(img_resolution=64, **SMALL))
+    G = _randomise(Generator(img_resolution=64, cond_mod=False, **SMALL))
     export_generator(G, path, batch=3, opset=20, noise_mode="none", source="random weights")
     return G, path
 
@@ -116,7 +117,9 @@ def test_dynamic_const_noise_matches_reference(cli32, batch, psi):
 def test_fixed_batch_no_noise_matches_reference(fixed64, batch, psi):
     """Batch 3 as exported; 1 and 4 through the runner's padded chunks."""
     G, path = fixed64
-    _check_against_reference(G, load_onnx_generator(path, threads=1), batch, psi)
+    runner = load_onnx_generator(path, threads=1)
+    assert (runner.synthesis.style_mod, runner.synthesis.cond_mod) == (True, False)
+    _check_against_reference(G, runner, batch, psi)
 
 
 def test_latent_and_truncation_are_live_inputs(cli32):
