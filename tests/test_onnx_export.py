@@ -4,6 +4,7 @@ and the NumPy-only snippet of docs/deployment.md."""
 import io
 import os
 import re
+import sys
 
 import numpy as np
 import onnx
@@ -310,3 +311,11 @@ def test_cli_exports_an_official_pickle_and_a_port_pth(tmp_path, kind):
     runner = load_onnx_generator(str(out), resolution=32, threads=1)
     assert runner.meta["source"] == f"net.{kind}" and runner.z_dim == 32 and runner.batch == 1
     _check_against_reference(load_generator(str(src), impl="ref"), runner, 1, 0.5)
+
+
+def test_benchmark_skips_openvino_when_absent(monkeypatch):
+    from benchmarks import onnx_runtime
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    fn, note = onnx_runtime._openvino("unused.onnx", 1)
+    assert fn is None and "not installed (pip install openvino)" in note
