@@ -19,7 +19,10 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
-from metrics import metric_main, metric_utils, pixel_metrics
+from metrics import detector_loader, metric_main, pixel_metrics
+from metrics.distributed import gather_dicts, gather_rows, rank_indices
+from metrics.eval_set import check_mask_spec, iterate_eval_pairs, open_eval_dataset, prepare_inpainter
+from metrics.feature_stats import FeatureStats, compute_real_stats
 
 DETECTOR_KINDS = ("fid", "ids")  # metric kinds that need the Inception detector
 HOLE_PLOT_SCHEME = "nvidia"  # holes.png x axis: NVIDIA's 10% buckets (0-60%) resolve small and large masks alike
@@ -68,14 +71,14 @@ def build_methods(networks, baselines, *, data_path, device, impl="fast", dropou
     from inference.loading import load_generator
     from metrics.baselines import make_baseline
 
-    dataset = metric_utils.open_eval_dataset(data_path)
+    dataset = open_eval_dataset(data_path)
     built = []
     for value in networks:
         label, path = split_network_arg(value)
         if not os.path.isfile(path):
             raise UserError(f"--network {path}: no such file")
         G = load_generator(path, device, ema=True).set_impl(impl)
-        metric_utils.open_eval_dataset(data_path, G.img_resolution)  # the resolution check, naming both
+        open_eval_dataset(data_path, G.img_resolution)  # the resolution check, naming both
         built.append((label or os.path.basename(path), "network", path, G, dict(dropout=dropout)))
     for name in baselines:
         baseline = make_baseline(name)
@@ -131,19 +134,19 @@ def prepare_detector(opts, plan, num_images, detector_explicit):
     if not wanted:
         return None, EasyDict(available=False, note="FID and P-IDS/U-IDS not requested (--metrics)")
     try:
-        module, detector_id = metric_utils.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
+        module, detector_id = detector_loader.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
                                                          opts.num_gpus)
-    except metric_utils.DetectorError as err:
+    except detector_loader.DetectorError as err:
         if detector_explicit:
             raise
         return None, EasyDict(available=False, note=f"FID and P-IDS/U-IDS not computed: no detector ({err})")
     probe = torch.zeros([1, 3, 32, 32], dtype=torch.uint8, device=opts.device)
-    num_features = metric_utils.detector_features(module, probe).shape[1]
+    num_features = detector_loader.detector_features(module, probe).shape[1]
     for name, (kind, count) in plan.items():
         if kind == "ids":
             check_ids_size(name, count, num_images, num_features)
-    source = metric_utils.resolve_detector_source(opts.detector)
-    path = source if os.path.isfile(source) else metric_utils.download_cached(source, opts.cache_dir)
+    source = detector_loader.resolve_detector_source(opts.detector)
+    path = source if os.path.isfile(source) else detector_loader.download_cached(source, opts.cache_dir)
     return module, EasyDict(available=True, source=source, id=detector_id, sha256=_file_sha256(path),
                             num_features=int(num_features), note=None)
 
@@ -163,21 +166,7 @@ class _Collector:
 
     def gather(self, opts):
         rows = np.stack(self.rows) if self.rows else np.zeros([0, 0])
-        return metric_utils.gather_rows(opts, self.idx, rows)
-
-
-def _gather_objects(opts, obj):
-    """Rank 0 gets the merged dicts of all ranks; the others get None."""
-    if not metric_utils.ddp_active(opts):
-        return obj
-    parts = [None] * opts.num_gpus
-    torch.distributed.all_gather_object(parts, obj)
-    if opts.rank != 0:
-        return None
-    merged = {}
-    for part in parts:
-        merged.update(part)
-    return merged
+        return gather_rows(opts, self.idx, rows)
 
 
 def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
@@ -190,7 +179,7 @@ def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
         if kind == "pix":
             res = pixel_metrics.summarize_rows(pix_rows[:count])
         elif kind == "fid" and fake_feats is not None:
-            fake = metric_utils.FeatureStats(capture_mean_cov=True)
+            fake = FeatureStats(capture_mean_cov=True)
             fake.append(fake_feats[:count])
             res = {"fid": fid_from_stats(*real_stats[name].get_mean_cov(), *fake.get_mean_cov())}
         elif kind == "ids" and fake_feats is not None:
@@ -214,17 +203,17 @@ def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
     pass_opts = EasyDict(opts, mask_spec=spec, G_kwargs=method.G_kwargs, progress=False)
     pix, fake_f, real_f, ratios = _Collector(), _Collector(), _Collector(), _Collector()
     sheet = {}
-    share = len(metric_utils.rank_indices(num_items, opts.rank, opts.num_gpus))
+    share = len(rank_indices(num_items, opts.rank, opts.num_gpus))
     tag = f"{method.label} | {spec}" + (f" (rank 0 of {opts.num_gpus})" if opts.num_gpus > 1 else "")
     bar = tqdm(total=share, desc=tag, unit="img", file=sys.stderr, leave=True,
                disable=not opts.progress or opts.rank != 0, dynamic_ncols=True)
-    for pairs in metric_utils.iterate_eval_pairs(pass_opts, method.inpainter, opts.dataset, num_items):
+    for pairs in iterate_eval_pairs(pass_opts, method.inpainter, opts.dataset, num_items):
         real, fake = pairs.real.cpu().numpy(), pairs.fake.cpu().numpy()
         masks = pairs.mask.cpu().numpy()[:, 0]
         keep_feat = [k for k, i in enumerate(pairs.indices) if i < n_feat]
-        feats = metric_utils.detector_features(detector, pairs.fake[keep_feat]) if keep_feat else None
+        feats = detector_loader.detector_features(detector, pairs.fake[keep_feat]) if keep_feat else None
         keep_real = [k for k, i in enumerate(pairs.indices) if i < n_real]
-        rfeats = metric_utils.detector_features(detector, pairs.real[keep_real]) if keep_real else None
+        rfeats = detector_loader.detector_features(detector, pairs.real[keep_real]) if keep_real else None
         for k, i in enumerate(pairs.indices):
             ratios.add(i, [1.0 - float(masks[k].mean(dtype=np.float64))])
             if i < n_pix:
@@ -238,7 +227,7 @@ def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
         bar.update(len(pairs.indices))
     bar.close()
     pix_rows, fake_feats, real_feats, ratios = (c.gather(opts) for c in (pix, fake_f, real_f, ratios))
-    sheet = _gather_objects(opts, sheet)
+    sheet = gather_dicts(opts, sheet)
     if opts.rank != 0:
         return None
     pix_rows = pix_rows.reshape(-1, len(pixel_metrics.ROW_FIELDS))
@@ -276,7 +265,7 @@ def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, dete
 
     device = resolve_device(device)
     for spec in protocols:
-        metric_main._check_mask_spec(spec, dataset.resolution, seed)  # a bad spec fails before any work
+        check_mask_spec(spec, dataset.resolution, seed)  # a bad spec fails before any work
     plan = plan_metrics(metrics, len(dataset))
     opts = EasyDict(dataset=dataset, resolution=dataset.resolution, device=device, seed=int(seed), rank=rank,
                     num_gpus=num_gpus, detector=detector, batch_size=int(batch_size), cache_dir=cache_dir,
@@ -287,14 +276,14 @@ def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, dete
     if module is not None:
         for name, (kind, count) in plan.items():
             if kind == "fid":
-                real_stats[name] = metric_utils.compute_real_stats(opts, dataset, module, det_info.id,
+                real_stats[name] = compute_real_stats(opts, dataset, module, det_info.id,
                                                                    min(count, len(dataset)))
     if not det_info.available:
         plan = {name: (kind, count) for name, (kind, count) in plan.items() if kind not in DETECTOR_KINDS}
         if not plan:
             raise UserError(f"{det_info.note}; no metric left to compute (add a pix metric, e.g. pix2k)")
     for method in methods:
-        method.inpainter = metric_utils.prepare_inpainter(method.inpainter)
+        method.inpainter = prepare_inpainter(method.inpainter)
     # The sheet shows items that every pass inpaints anyway: the first ones, fewer if the set or the counts are small.
     sheet_count = min(int(sheet_count), len(dataset), max(count for _kind, count in plan.values()))
     results, rows, ratios, sheets = {}, {}, {}, {}
