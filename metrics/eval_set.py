@@ -121,6 +121,8 @@ def _run_inpainter(opts, G, real, mask, batch):
     G_kwargs = opts.G_kwargs if isinstance(G, torch.nn.Module) else {}
     if not isinstance(G, torch.nn.Module) and getattr(G, "takes_seeds", False):
         G_kwargs = dict(seeds=[item_seed(opts.seed, i) for i in batch])  # PatchMatch: one search seed per item
+    if getattr(G, "takes_items", False):
+        G_kwargs = dict(items=batch, mask_spec=opts.mask_spec)  # stored completions (--results): read per item
     out = run_inpainter(G, img * mask, mask, z, torch_seed=batch_seed, **G_kwargs)
     assert_shape(out, list(img.shape), "inpainted images")
     # Re-composite in uint8 so known pixels equal the real ones bit for bit, whatever the inpainter returns.
