@@ -274,3 +274,22 @@ def test_not_a_folder_and_not_a_manifest(files, tmp_path):
     _fails_before_work(res, tmp_path / "o", "manifest.json is not a protocol manifest")
     res = _score(files, tmp_path / "o", "--protocol", files["export"])
     _fails_before_work(res, tmp_path / "o", "give --results NAME=DIR too")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The docs' table script, with a given network (training is its slow part and is tested elsewhere).
+
+@pytest.mark.slow
+def test_thesis_table_script_prints_one_row_per_method(tmp_path):
+    from test_metrics_cli import _tiny_snapshot
+
+    from benchmarks import thesis_table
+
+    snap = _tiny_snapshot(tmp_path / "network-snapshot-000000.pt")
+    res = CliRunner().invoke(thesis_table.main, ["--outdir", str(tmp_path / "out"), "--network", str(snap)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = [line.split(" | ")[0].lstrip("| ") for line in res.output.splitlines() if line.startswith("| ")]
+    assert rows == ["method", "CoModGAN tiny", "Telea", "Navier-Stokes", "PatchMatch", "FSR (fast)", "ShiftMap",
+                    "Biharmonic (--results)"]
+    assert "composited with the known pixels" in res.output and "given with --network" in res.output
