@@ -28,7 +28,7 @@ from demo_lib.faces import write_face_pngs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASKS = "center,free-form-small"
-BASELINES = "telea,ns,patchmatch,fsr-fast,shiftmap"
+BASELINES = "telea,ns,patchmatch,fsr-fast,shiftmap,criminisi"
 METRICS = "pix_full"  # FID/IDS need the Inception detector (a download) and >= 2048 images for IDS
 NUM_VAL = 20
 TRAIN_MASK = "mixed:free-form=0.5,center=0.5"  # the demo's training masks

@@ -291,5 +291,5 @@ def test_thesis_table_script_prints_one_row_per_method(tmp_path):
     assert res.exit_code == 0, res.output
     rows = [line.split(" | ")[0].lstrip("| ") for line in res.output.splitlines() if line.startswith("| ")]
     assert rows == ["method", "CoModGAN tiny", "Telea", "Navier-Stokes", "PatchMatch", "FSR (fast)", "ShiftMap",
-                    "Biharmonic (--results)"]
+                    "Criminisi", "Biharmonic (--results)"]
     assert "composited with the known pixels" in res.output and "given with --network" in res.output
