@@ -51,7 +51,7 @@ class TrainingConfig:
     # Resolution, batch and processes (derived: resolution, batch_gpu when not given, world_size, num_rounds).
     resolution: int = 512  # Training resolution: the dataset's; a preset with a fixed one must match it.
     batch: int = 32  # Total batch over all processes (official: 4 per GPU on 8 GPUs).
-    batch_gpu: int = 8  # Samples per device per round: --batch-gpu, else the largest divisor <= the preset's cap.
+    batch_gpu: int = 8  # Samples per device per round: --batch-gpu, else the largest that splits <= preset's cap.
     world_size: int = 1  # Training processes (torchrun's WORLD_SIZE).
     num_rounds: int = 4  # Rounds per step whose gradients are accumulated: batch / (batch_gpu * world_size).
     fp32: bool = False  # No float16 layers (G/D num_fp16_res 0, conv_clamp None); float16 runs on CUDA only.
@@ -70,13 +70,11 @@ class TrainingConfig:
     pl_weight: float = 0.0  # Path length regularisation weight (official CoModGAN: none).
     l1_weight: float = 0.0  # L1 reconstruction weight (official: 0).
     style_mixing_prob: float = 0.5  # Probability of mixing two w in a training forward.
-    truncation_psi: float = 0.5  # Truncation of every training forward and the grids (G_main's default; not reset
-    #                              when is_training); metrics never truncate.
+    truncation_psi: float = 0.5  # Truncation of every training forward and grid (official G_main); metrics: none.
 
     # Generator EMA (official Gs_beta = 0.5 ** (batch / (ema_kimg * 1000)), constant from the first step).
     ema_kimg: float = 10.0  # Half-life of the G average in kimg.
-    ema_rampup: float | None = None  # Half-life at most this x images seen early on; None = constant (official,
-    #                                  and always with --init unless --ema-rampup is given).
+    ema_rampup: float | None = None  # Half-life <= this x images seen; None = constant (official; --init's default).
 
     # Discriminator augmentation (training.augment) and Freeze-D (training.freeze_d).
     aug: str = "noaug"  # noaug (published), ada (p tuned to D's overfitting) or fixed (p = aug_p).
