@@ -20,7 +20,8 @@ from tf_pickle_maker import write_official_pickle
 
 import train
 from inference.loading import load_generator, read_network_file
-from training import checkpoint, config
+from training import checkpoint, config, training_loop
+from training.distributed import DistInfo
 from training.init_weights import file_sha256
 from training.options import RunFacts, TrainingConfig, field_names, options_record
 from training.training_loop import launch
@@ -64,6 +65,16 @@ def test_config_is_frozen_and_built_complete():
         dataclasses.replace(c, batch=12)
     with pytest.raises(ValueError, match="not TrainingConfig fields"):
         config.build_config(_opts(), overrides=dict(G_kwrags={}))
+
+
+def test_building_the_training_state_leaves_the_config_as_built():
+    # The network kwargs are dicts: nothing that reads them (networks, Freeze-D, the loop) may change them.
+    c = config.build_config(_opts(freeze_d=2, aug="ada", fp32=True), overrides=NANO)
+    before = options_record(c)
+    config.validate_inputs(c)
+    state = training_loop.build_state(c, DistInfo())
+    training_loop.make_phases(c, state)
+    assert options_record(c) == before and c.G_kwargs["num_fp16_res"] == 0 and len(state.frozen) > 0
 
 
 def test_every_train_option_is_a_config_field():
