@@ -91,7 +91,7 @@ class TrainingConfig:
 
     def __post_init__(self):
         # Sequences are stored as tuples so that the frozen object has no list to append to; the JSON record
-        # writes them as lists, as before.
+        # writes them as lists.
         for name in ("metrics", "grid", "betas"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.batch_gpu * self.world_size * self.num_rounds != self.batch:
