@@ -158,7 +158,7 @@ class Baseline:
             raise UserError(reason)
         self.name = name
         self.label = self.method.label
-        self.takes_seeds = self.method.seeded  # the metrics pass one seed per item (see metric_utils)
+        self.takes_seeds = self.method.seeded  # the metrics pass one seed per item (see metrics/eval_set.py)
         self._fill = _FILLERS[name]
 
     def inpaint_image(self, image, mask, seed=0):

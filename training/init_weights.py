@@ -74,9 +74,10 @@ def check_fits(path, kind, file_kwargs, run_kwargs, cfg):
 
 def load_init(c, reader):
     """Read --init `c.init` with `reader` (path -> snapshot dict; train.py passes
-    inference.loading.read_network_file), check it against c.G_kwargs / c.D_kwargs and set c.init_source.
+    inference.loading.read_network_file) and check it against c.G_kwargs / c.D_kwargs.
 
-    Returns EasyDict(G, G_ema, D (None when the file has no discriminator), source) of CPU state dicts.
+    Returns EasyDict(G, G_ema, D (None when the file has no discriminator), source) of CPU state dicts; `source`
+    (path, sha256, format, ...) is what the run records as its config's init_source.
     """
     path = c.init
     if reader is None:
@@ -99,7 +100,6 @@ def load_init(c, reader):
         source["imported_from"] = os.fspath(data["imported_from"])
     if "progress" in data:
         source["kimg"] = data["progress"].get("kimg")
-    c.init_source = source
     # A generator-only file (port .pth) has G_ema alone: the trained G starts from it too.
     G = data["G_ema"] if snapshot_kind(data) == SNAPSHOT_KIND_GENERATOR else data["G"]
     return EasyDict(G=G, G_ema=data["G_ema"], D=data["D"] if has_D else None, source=source)
