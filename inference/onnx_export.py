@@ -55,6 +55,7 @@ def example_inputs(G, batch, seed=0):
 
 
 def file_sha256(path):
+    """Hex SHA-256 of the file at `path` (the metadata's source_sha256)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -84,6 +85,7 @@ def parse_batch(text):
 
 
 def check_opset(opset):
+    """The opset as an int; a UserError naming --opset outside MIN_OPSET..MAX_OPSET."""
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise UserError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {MAX_OPSET}")
     return int(opset)
