@@ -32,8 +32,9 @@ from dnnlib import UserError, check_output_path
 @click.option("--force", is_flag=True, default=False, help="Overwrite --out if it exists.")
 def main(network, out, batch, opset, noise_mode, check, force):
     """Export the generator of a network file to ONNX (composite output, mask 1 = known, images in [-1, 1])."""
+    from dnnlib.provenance import file_sha256
     from inference.loading import load_generator
-    from inference.onnx_export import TOLERANCE, compare_with_reference, export_generator, file_sha256, parse_batch
+    from inference.onnx_export import TOLERANCE, compare_with_reference, export_generator, parse_batch
 
     try:
         batch = parse_batch(batch)

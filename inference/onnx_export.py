@@ -9,16 +9,15 @@ the batch size, which a dynamic batch cannot give); the graph is the reference l
 """
 
 import contextlib
-import hashlib
 import logging
 import os
-import subprocess
 import warnings
 
 import torch
 from torch import nn
 
 from dnnlib import UserError
+from dnnlib.provenance import code_version
 from inference import onnx_format
 
 MIN_OPSET = 18  # the dynamo exporter's lowest opset
@@ -54,24 +53,6 @@ def example_inputs(G, batch, seed=0):
     return image, mask, z, torch.ones([1])
 
 
-def file_sha256(path):
-    """Hex SHA-256 of the file at `path` (the metadata's source_sha256)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def code_version():
-    """`git describe --always --dirty` of this checkout, or 'unknown' outside a git work tree."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        out = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
 def parse_batch(text):

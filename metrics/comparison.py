@@ -9,9 +9,7 @@ Values are named as calc_metric names them (`pix2k_psnr`, `fid10k`, `ids10k_pids
 those of separate single-metric runs with the same batch size.
 """
 
-import hashlib
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
+from dnnlib.provenance import code_version, file_sha256
 from metrics import detector_loader, metric_main, pixel_metrics
 from metrics.distributed import gather_dicts, gather_rows, rank_indices
 from metrics.eval_set import check_mask_spec, iterate_eval_pairs, open_eval_dataset, prepare_inpainter
@@ -197,23 +196,6 @@ def check_stored_completions(methods, dataset, protocols, seed, plan):
                            composited=True)
 
 
-def code_version():
-    """`git describe --always --dirty` of this checkout, or 'unknown' outside a git work tree."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        out = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def prepare_detector(opts, plan, num_images, detector_explicit):
@@ -242,7 +224,7 @@ def prepare_detector(opts, plan, num_images, detector_explicit):
             check_ids_size(name, count, num_images, num_features)
     source = detector_loader.resolve_detector_source(opts.detector)
     path = source if os.path.isfile(source) else detector_loader.download_cached(source, opts.cache_dir)
-    return module, EasyDict(available=True, source=source, id=detector_id, sha256=_file_sha256(path),
+    return module, EasyDict(available=True, source=source, id=detector_id, sha256=file_sha256(path),
                             num_features=int(num_features), note=None)
 
 

@@ -19,10 +19,10 @@ from test_training import make_zip, opts_for
 from tf_pickle_maker import write_official_pickle
 
 import train
+from dnnlib.provenance import file_sha256
 from inference.loading import load_generator, read_network_file
 from training import checkpoint, config, training_loop
 from training.distributed import DistInfo
-from training.init_weights import file_sha256
 from training.options import RunFacts, TrainingConfig, field_names, options_record
 from training.training_loop import launch
 

@@ -9,23 +9,16 @@ Everything else is new: kimg 0, fresh optimizers, a new run directory. This is s
 `--resume-with-new-nets`, minus the official `--resume`'s kimg carried over from the file name.
 """
 
-import hashlib
 import inspect
 import json
 import os
 
 from dnnlib import EasyDict, UserError
+from dnnlib.provenance import file_sha256
 from training.checkpoint import SNAPSHOT_KIND_GENERATOR, CheckpointError, snapshot_kind, state_dict_problem
 
 FORMATS = {".pkl": "official TensorFlow pickle", ".pth": "PyTorch port generator"}  # else our snapshot
 
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _defaults(cls):
