@@ -75,10 +75,14 @@ def run_parallel(jobs):
             started.append((name, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO),
                             time.time(), log))
     minutes = {}
-    for name, proc, t0, log in started:
-        if proc.wait() != 0:
-            raise click.ClickException(f"{name}: train.py failed; see {log}")
-        minutes[name] = (time.time() - t0) / 60
+    while len(minutes) < len(started):  # each run's own wall time, whichever ends first
+        for name, proc, t0, log in started:
+            if name in minutes or proc.poll() is None:
+                continue
+            if proc.returncode != 0:
+                raise click.ClickException(f"{name}: train.py failed; see {log}")
+            minutes[name] = (time.time() - t0) / 60
+        time.sleep(1)
     return minutes
 
 
