@@ -33,9 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
 
+from cli_options import impl_option  # noqa: E402
 from dnnlib import UserError  # noqa: E402
 from inference import fast_path  # noqa: E402
-from inference.impls import impl_option  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
 from training.networks import Discriminator, Generator, check_resolution, count_params  # noqa: E402
 

@@ -48,7 +48,7 @@ def _timed_step(c, state, info, phases, batch, step):
         torch.cuda.synchronize(info.device)
     t0 = time.perf_counter()
     # The same synthetic batch serves as the G and the D batch (the loop fetches one of each per step).
-    training_loop.training_step(c, state, info, phases, [batch] * len(training_loop.BATCH_PARTS), {}, None)
+    training_loop.training_step(c, state, info, phases, [batch] * len(training_loop.BATCH_PARTS), {})
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
     return time.perf_counter() - t0
@@ -58,8 +58,7 @@ def _aug_variant(cfg, device, batch_gpu, batch, p):
     """(label, c, state, phases) of one arm: noaug (p None), or the ADA pipeline held at strength p."""
     opts = dict(cfg=cfg, data="synthetic", mask="center", outdir=".", batch=batch, batch_gpu=batch_gpu, workers=0,
                 device=str(device), aug="noaug" if p is None else "ada", aug_p=p)
-    c = config.build_config(opts)
-    config.set_resolution(c, c.resolution or 256)
+    c = config.build_config(opts, data_resolution=config.preset_resolution(cfg) or 256)
     state = training_loop.build_state(c, DistInfo(device=device))
     if state.ada is not None:
         state.ada = None  # hold p where the row says
@@ -91,8 +90,7 @@ def bench(cfg, device, steps, batch_gpu=None, batch=None):
     """Returns dict(sec_per_kimg, peak_mem_gb, ...) for one preset on one device."""
     opts = dict(cfg=cfg, data="synthetic", mask="center", outdir=".", batch=batch, batch_gpu=batch_gpu, workers=0,
                 device=str(device))
-    c = config.build_config(opts)
-    config.set_resolution(c, c.resolution or 256)
+    c = config.build_config(opts, data_resolution=config.preset_resolution(cfg) or 256)
     info = DistInfo(device=device)
     state = training_loop.build_state(c, info)
     phases = training_loop.make_phases(c, state)

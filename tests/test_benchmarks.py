@@ -5,7 +5,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import baselines, generator, train_step
+from benchmarks import baselines, criminisi_search, generator, train_step
 
 
 def test_generator_benchmark_prints_time_flops_and_params():
@@ -40,6 +40,25 @@ def test_baselines_benchmark_prints_seconds_per_image():
     assert result.exit_code == 0, result.output
     rows = re.findall(r"^(\S+)\s+32\s+center\s+0\.25\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
     assert [r[0] for r in rows] == ["telea", "patchmatch"], result.output
+
+
+def test_baselines_benchmark_compares_with_patchmatch():
+    args = ["--resolution", "32", "--method", "criminisi", "--method", "patchmatch", "--mask", "center",
+            "--repeats", "1"]
+    result = CliRunner().invoke(baselines.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^criminisi\s+32\s+center\s+[\d.]+x$", result.output, re.M), result.output
+    assert not re.search(r"^patchmatch\s+32\s+center\s+[\d.]+x$", result.output, re.M)
+
+
+def test_criminisi_search_benchmark_prints_time_and_error_per_radius():
+    args = ["--resolution", "48", "--radius", "8", "--radius", "whole", "--mask", "center", "--masks", "1"]
+    result = CliRunner().invoke(criminisi_search.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^\s*(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
+    assert [r[0] for r in rows] == ["8", "whole"] and all(0 < float(r[2]) < 255 for r in rows), result.output
+    bad = CliRunner().invoke(criminisi_search.main, ["--radius", "wide"])
+    assert bad.exit_code == 2 and "'wide'" in bad.output
 
 
 @pytest.mark.usefixtures("one_torch_thread")

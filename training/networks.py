@@ -530,7 +530,8 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws, code, feats, noise_mode="random", fused_modconv=None):
         self.check_inputs(ws, noise_mode)
         if fused_modconv is None:
-            fused_modconv = not self.training
+            # An exported graph needs a static group count, so export takes the shared-weight path (same result).
+            fused_modconv = not self.training and not torch.compiler.is_exporting()
         code = code.float()
         mods = self.modulation_inputs(ws, code)
         x, img = self.b4(code, feats[4], mods[0:2], noise_mode, fused_modconv)
@@ -707,7 +708,7 @@ class Discriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Per-layer summary: `python -m training.networks --resolution 512`.
+# Per-layer summary (network_summary.py is the command line).
 
 
 def count_params(module, trainable_only=True):
@@ -773,44 +774,3 @@ def print_network_summary(resolution=512, channel_base=16384, channel_max=512, b
     g_parts = [(f"G.{p} (trainable)", count_params(getattr(G, p))) for p in ("mapping", "encoder", "synthesis")]
     _print_table("Generator", summarize(G, img, mask, z), g_parts + [("G total (trainable)", count_params(G))])
     _print_table("Discriminator", summarize(D, img, mask), [("D total (trainable)", count_params(D))])
-
-
-def main(argv=None):
-    import click  # CLI only; the library does not need it
-
-    @click.command(help=main.__doc__)
-    @click.option("--resolution", type=int, default=512, show_default=True, help="Image resolution (32..1024).")
-    @click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True,
-                  help="nf(stage) = clip(channel_base / 2**stage, 1, channel_max).")
-    @click.option("--channel-max", type=click.IntRange(min=1), default=512, show_default=True,
-                  help="Maximum feature maps of any layer.")
-    @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of the forward.")
-    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-    @click.option("--style-mod/--no-style-mod", default=True, show_default=True,
-                  help="Modulate by w (off: the paper's ablation, see docs/ablations.md).")
-    @click.option("--cond-mod/--no-cond-mod", default=True, show_default=True,
-                  help="Modulate by the global code (off: the paper's ablation).")
-    def cli(resolution, channel_base, channel_max, batch, device, style_mod, cond_mod):
-        from torch_utils.misc import resolve_device
-
-        try:
-            print_network_summary(resolution, channel_base, channel_max, batch, resolve_device(device),
-                                  style_mod=style_mod, cond_mod=cond_mod)
-        except UserError as err:
-            click.echo(f"error: {err}", err=True)
-            raise SystemExit(2) from None
-
-    try:
-        cli.main(args=argv, prog_name="python -m training.networks", standalone_mode=False)
-    except click.exceptions.Exit as exc:  # --help
-        if exc.exit_code:
-            raise SystemExit(exc.exit_code) from None
-    except click.ClickException as err:  # bad option values: usage message, exit 2
-        err.show()
-        raise SystemExit(err.exit_code) from None
-
-
-main.__doc__ = "Print the per-layer summary (name, output shape, parameter count) and totals of G and D."
-
-if __name__ == "__main__":
-    main()
