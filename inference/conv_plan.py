@@ -32,7 +32,8 @@ import torch
 from dnnlib import UserError
 
 KINDS = ("conv", "synth", "synth_up")
-ALGORITHMS = {"conv": ("direct", "winograd4", "winograd2"), "synth": ("direct", "winograd4", "winograd2"),
+ALGORITHMS = {"conv": ("direct", "winograd4", "winograd2", "nnpack"),
+              "synth": ("direct", "winograd4", "winograd2", "nnpack"),
               "synth_up": ("transposed", "polyphase")}
 MODES = ("weight", "activation")
 TABLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fast_path_table.json")
@@ -51,10 +52,17 @@ def parse_key(key):
     return kind, tuple(int(d) for d in dims)
 
 
+@functools.lru_cache(maxsize=None)
+def nnpack_available():
+    """Whether torch has NNPACK here (and, as a side effect that its convolution needs, has initialised it)."""
+    return bool(torch._nnpack_available())
+
+
 def variants(kind, x_shape, float32=True):
-    """Every variant a layer of `kind` with input shape x_shape may run (Winograd only in float32; the modulated
-    weight only at batch 1)."""
-    algos = [a for a in ALGORITHMS[kind] if float32 or not a.startswith("winograd")]
+    """Every variant a layer of `kind` with input shape x_shape may run (Winograd and NNPACK only in float32,
+    NNPACK only where torch has it; the modulated weight only at batch 1)."""
+    algos = [a for a in ALGORITHMS[kind] if (float32 or not a.startswith(("winograd", "nnpack")))
+             and (a != "nnpack" or nnpack_available())]
     if kind == "conv":
         return tuple(algos)
     modes = MODES if x_shape[0] == 1 else ("activation",)

@@ -192,12 +192,22 @@ def _pack(w, x_shape, padding, stride):
 def _conv(x, w, b=None, padding=0, stride=1, lrelu=False, algo="direct"):
     """F.conv2d (+ leaky ReLU) with a fixed weight w in its prepared form: oneDNN's packed copy ('direct') or a
     Winograd transform ('winograd4', 'winograd2', 3x3 stride 1 padding 1 only)."""
-    if algo in _WINOGRAD_TILES:
-        y = winograd.conv3x3(x, w, b)
+    if algo in _WINOGRAD_TILES or algo == "nnpack":
+        y = winograd.conv3x3(x, w, b) if algo != "nnpack" else _nnpack(x, w, b)
         return F.leaky_relu_(y, _LRELU_ALPHA) if lrelu else y
     attr, scalars = ("leaky_relu", [_LRELU_ALPHA]) if lrelu else ("none", [])
     return torch.ops.mkldnn._convolution_pointwise(x, w, b, [padding] * 2, [stride] * 2, [1, 1], 1, attr,
                                                    scalars, "")
+
+
+def _nnpack(x, w, b=None):
+    """NNPACK's 3x3 stride-1 padding-1 convolution (its Winograd F(6x6, 3x3) kernels for AVX2 and NEON; the
+    kernel transform runs per call), channels_last in and out."""
+    if b is None:
+        b = torch.zeros([w.shape[0]], dtype=x.dtype)
+    conv_plan.nnpack_available()  # initialises NNPACK, without which its convolution fails
+    y = torch._nnpack_spatial_convolution(x.contiguous(), w, b, [1, 1])
+    return y.contiguous(memory_format=_CL)
 
 
 def _fixed_weight(cache, module, x, w_of, algo, padding=1, stride=1):
@@ -205,6 +215,8 @@ def _fixed_weight(cache, module, x, w_of, algo, padding=1, stride=1):
     dropped once prepared) for `algo` and inputs shaped like x."""
     if algo in _WINOGRAD_TILES:
         return cache.weight((module, algo), lambda: winograd.transform_weight(w_of(), _WINOGRAD_TILES[algo]))
+    if algo == "nnpack":
+        return cache.weight((module, algo), lambda: w_of().contiguous())
     return cache.weight((module, algo, tuple(x.shape)), lambda: _pack(w_of(), x.shape, padding, stride))
 
 
@@ -290,6 +302,8 @@ def synthesis_layer(cache, layer, x, mod, noise_mode, variant=None):
             wt = cache.weight((layer, algo), lambda: fixed().transpose(0, 1).contiguous())
         x = _up(x, wt, algo)
         x = F.conv2d(x, p["blur"], p["b"] if mode == "weight" else None, padding=1, groups=x.shape[1])
+    elif mode == "weight" and algo == "nnpack":
+        x = _nnpack(x, w, p["b"])
     elif mode == "weight" and algo in _WINOGRAD_TILES:
         x = winograd.conv3x3(x, winograd.transform_weight(w, _WINOGRAD_TILES[algo]), p["b"])
     elif mode == "weight":

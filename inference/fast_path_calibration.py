@@ -19,6 +19,18 @@ from inference import conv_plan, fast_path
 MARGIN = 0.03  # a variant caching more bytes must be this much faster than a leaner one
 
 
+def clock(kind):
+    """A seconds counter: 'wall' (time.perf_counter), or 'cpu': this process's CPU time over torch's thread count,
+    which on an idle machine approaches the wall time of the multi-threaded work and on a busy one (other
+    processes on the cores) stays what the work costs, where the wall clock swells with every preemption."""
+    if kind == "wall":
+        return time.perf_counter
+    if kind == "cpu":
+        threads = torch.get_num_threads()
+        return lambda: time.process_time() / threads
+    raise ValueError(f"clock must be 'wall' or 'cpu', got {kind!r}")
+
+
 def planned_layers(G, batch=1):
     """[(kind, module, input shape, c_out)] of every layer of G whose variant the plan chooses, at `batch`."""
     enc, syn = G.encoder, G.synthesis
@@ -53,9 +65,10 @@ def _choose(times, nbytes, margin):
     return min(lean, key=lambda v: (nbytes[v], times[v])) if lean else best
 
 
-def time_layer(kind, module, x_shape, c_out, repeats=3, dtype=torch.float32):
+def time_layer(kind, module, x_shape, c_out, repeats=3, dtype=torch.float32, clock_kind="wall"):
     """({variant: best seconds}, {variant: cached bytes}) of one layer; the variants run in turn, `repeats` rounds
-    after one warm-up round (which also prepares each variant's cached weights)."""
+    after one warm-up round (which also prepares each variant's cached weights), timed by clock(clock_kind)."""
+    now = clock(clock_kind)
     runners = {v: _runner(kind, module, x_shape, v, dtype)
                for v in conv_plan.variants(kind, x_shape, dtype == torch.float32)}
     times = {v: float("inf") for v in runners}
@@ -64,23 +77,23 @@ def time_layer(kind, module, x_shape, c_out, repeats=3, dtype=torch.float32):
             run()
         for _ in range(repeats):
             for v, (_, run) in runners.items():
-                start = time.perf_counter()
+                start = now()
                 run()
-                times[v] = min(times[v], time.perf_counter() - start)
+                times[v] = min(times[v], now() - start)
     return times, {v: cache.nbytes() for v, (cache, _) in runners.items()}
 
 
-def calibrate(G, batches=(1,), repeats=3, margin=MARGIN, log=None):
+def calibrate(G, batches=(1,), repeats=3, margin=MARGIN, log=None, skip=(), clock_kind="wall"):
     """Time every variant of each planned layer of G (float32) at each batch size; returns {"choices": {key:
     variant}, "ms": {key: {variant: ms}}, "mb": {key: {variant: cached MB}}}. `log(key, choice, ms)` is called
-    after each layer (progress)."""
+    after each layer (progress); keys in `skip` are left out (measured already); `clock_kind` as clock()."""
     result = {"choices": {}, "ms": {}, "mb": {}}
     for batch in batches:
         for kind, module, x_shape, c_out in planned_layers(G, batch):
             key = conv_plan.layer_key(kind, x_shape, c_out)
-            if key in result["choices"]:
+            if key in result["choices"] or key in skip:
                 continue
-            times, nbytes = time_layer(kind, module, x_shape, c_out, repeats)
+            times, nbytes = time_layer(kind, module, x_shape, c_out, repeats, clock_kind=clock_kind)
             result["choices"][key] = _choose(times, nbytes, margin)
             result["ms"][key] = {v: round(t * 1e3, 3) for v, t in times.items()}
             result["mb"][key] = {v: round(b / 2**20, 2) for v, b in nbytes.items()}

@@ -64,8 +64,16 @@ def test_fast_path_matches_the_reference(g64, batch, noise_mode):
     assert torch.equal(fast[known], img[known])  # known pixels pass through exactly
 
 
-def test_fast_path_matches_the_reference_at_full_width_and_with_dropout():
+@pytest.mark.parametrize("plan", ["rules", "avx2", "avx512", "nnpack"])
+def test_fast_path_matches_the_reference_at_full_width_and_with_dropout(monkeypatch, plan):
     G = _generator(32, 16384, 512)  # 512 channels: the published widths of the low resolutions
+    if plan == "nnpack":
+        if not conv_plan.nnpack_available():
+            pytest.skip("torch without NNPACK")
+        _force(monkeypatch, G, 1, "nnpack", "weight-nnpack", "weight-polyphase")
+    else:
+        chosen = conv_plan.Plan(conv_plan.shipped_table(plan) if plan != "rules" else {})
+        monkeypatch.setattr(conv_plan, "current_plan", lambda: chosen)
     img, mask, z = _inputs(1, 32, seed=1)
     ref, fast = _both(G, img, mask, z, noise_mode="const", dropout=True)
     assert (fast - ref).abs().max().item() <= TOLERANCE
@@ -101,11 +109,15 @@ FORCED = [("direct", "weight-direct", "weight-transposed"), ("winograd4", "weigh
           ("winograd2", "weight-winograd2", "activation-transposed"),
           ("direct", "activation-direct", "activation-polyphase"),
           ("winograd4", "activation-winograd4", "activation-polyphase"),
-          ("winograd2", "activation-winograd2", "weight-polyphase")]
+          ("winograd2", "activation-winograd2", "weight-polyphase"),
+          ("nnpack", "weight-nnpack", "weight-transposed"), ("nnpack", "activation-nnpack", "activation-polyphase")]
 
 
-@pytest.mark.parametrize("batch,conv,synth,synth_up", [(1, *f) for f in FORCED] + [(2, *f) for f in FORCED[2:4]])
+@pytest.mark.parametrize("batch,conv,synth,synth_up", [(1, *f) for f in FORCED] + [(2, *f) for f in FORCED[2:4]]
+                         + [(2, *FORCED[-1])])
 def test_every_variant_matches_the_reference(g64, monkeypatch, batch, conv, synth, synth_up):
+    if conv == "nnpack" and not conv_plan.nnpack_available():
+        pytest.skip("torch without NNPACK")
     _force(monkeypatch, g64, batch, conv, synth, synth_up)
     img, mask, z = _inputs(batch, 64)
     (ref, ref_raw), (fast, fast_raw) = _both(g64, img, mask, z, noise_mode="const", return_raw=True)
