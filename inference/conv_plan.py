@@ -14,6 +14,9 @@ upsampling). Its variant is looked up, first match wins, in:
    smaller than the activation (batch 1), the transposed convolution for upsampling: the choices measured on an
    AVX-512 CPU.
 
+`COMODGAN_FAST_PLAN=rules` (or `table`) stops the lookup before the calibration (or the table): for debugging,
+and to compare a calibration with what it replaces.
+
 Variants ('mode-algorithm' for the modulated kinds): mode 'weight' modulates and demodulates the weight per call
 (batch 1 only), 'activation' scales the input by the styles and the output by the demodulation coefficients
 around a fixed weight that is prepared once and cached; algorithm 'direct' (oneDNN), 'winograd4' / 'winograd2'
@@ -189,17 +192,24 @@ class Plan:
         return rule(kind, x_shape, c_out, float32)
 
 
+PLAN_VARIABLE = "COMODGAN_FAST_PLAN"
+PLAN_LEVELS = ("rules", "table", "calibration")
+
+
 @functools.lru_cache(maxsize=8)
-def _load_plan(path, cls):
-    table = shipped_table(cls)
-    calibrated = _read_choices(path, "calibration")
+def _load_plan(path, cls, level):
+    table = shipped_table(cls) if level != "rules" else {}
+    calibrated = _read_choices(path, "calibration") if level == "calibration" else {}
     source = "calibration" if calibrated else ("table" if table else "rules")
     return Plan({**table, **calibrated}, source)
 
 
 def current_plan():
     """The plan of this machine and thread count (files are read once per process and key)."""
-    return _load_plan(cache_path(), cpu_class())
+    level = os.environ.get(PLAN_VARIABLE) or "calibration"
+    if level not in PLAN_LEVELS:
+        raise PlanError(f"{PLAN_VARIABLE}={level!r}: must be one of {', '.join(PLAN_LEVELS)}")
+    return _load_plan(cache_path(), cpu_class(), level)
 
 
 def forget_loaded_plans():
