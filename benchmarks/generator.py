@@ -16,7 +16,8 @@ the peak growth over the process's baseline of glibc malloc's bytes in use (the 
 missing; the fast path keeps freed memory mapped, see torch_utils.cpu_malloc, so the RSS stops growing),
 sampled every millisecond by a background thread (an estimate: the interval blurs it by a few MB). On the CPU
 each (impl, resolution) runs in a fresh process, whose whole peak resident memory (torch, G, the fast path's
-prepared weights, activations: what a user's process holds) is the 'RSS MB' column.
+prepared weights, activations: what a user's process holds; read before the FLOP count's reference forward) is
+the 'RSS MB' column.
 
 `--impl fast` (default) times what Generator does by default in eval mode without autograd (on the CPU:
 inference.fast_path, with the layer variants of inference.conv_plan); `--impl ref` the reference layers;
@@ -215,9 +216,11 @@ class LayerTimer:
         self.best = {name: min(t) for name, t in self.times.items()}
 
 
-def bench_forward(G, resolution, batch, device, warmup, repeats, impl="fast", clock="wall", layers=False):
+def bench_forward(G, resolution, batch, device, warmup, repeats, impl="fast", clock="wall", layers=False,
+                  flops=True):
     """One row of the forward table: G in eval mode, const noise, no autograd, implementation `impl`; with
-    `layers`, also {layer: best seconds} and the fast path's {layer key: variant} of the timed runs."""
+    `layers`, also {layer: best seconds} and the fast path's {layer key: variant} of the timed runs. flops=False
+    leaves the FLOP count (a reference forward, which would add its own memory to the process) to add_flops()."""
     img, mask, z = _inputs(batch, resolution, device)
 
     def run():
@@ -230,13 +233,25 @@ def bench_forward(G, resolution, batch, device, warmup, repeats, impl="fast", cl
             times = time_runs(run, device, warmup, repeats, clock)
     else:
         times = time_runs(run, device, warmup, repeats, clock)
-    flops = count_flops(run)
     mem = peak_memory(run, device)
     med = statistics.median(times)
-    return dict(impl=impl, res=resolution, batch=batch, ms_img=med / batch * 1e3,
-                min_ms_img=min(times) / batch * 1e3, gflop_img=flops / batch / 1e9, gflops=flops / med / 1e9,
-                mem_mb=mem / 2**20, layers=None if timer is None else timer.best,
-                variants=None if timer is None else timer.variants)
+    row = dict(impl=impl, res=resolution, batch=batch, ms_img=med / batch * 1e3, min_ms_img=min(times) / batch * 1e3,
+               mem_mb=mem / 2**20, layers=None if timer is None else timer.best,
+               variants=None if timer is None else timer.variants)
+    return add_flops(row, G, device) if flops else row
+
+
+def add_flops(row, G, device):
+    """Fill in a row's GFLOP/img and GFLOP/s (FlopCounterMode on one forward of G, see the module docstring)."""
+    img, mask, z = _inputs(row["batch"], row["res"], device)
+
+    def run():
+        with torch.inference_mode():
+            G(img, mask, z, noise_mode="const", impl=row["impl"])
+
+    flops = count_flops(run)
+    row.update(gflop_img=flops / row["batch"] / 1e9, gflops=flops / row["batch"] / row["ms_img"] / 1e6)
+    return row
 
 
 def bench_train_step(resolution, batch, device, warmup, repeats, channel_base, channel_max):
@@ -301,9 +316,10 @@ def forward_rows(device, res, batches, warmup, repeats, channel_base, channel_ma
     torch.manual_seed(0)
     G = Generator(img_resolution=res, channel_base=channel_base, channel_max=channel_max).to(device).eval()
     fast_path.attach(G)
-    rows = [bench_forward(G, res, batch, device, warmup, repeats, impl, clock, layers) for batch in batches]
+    rows = [bench_forward(G, res, batch, device, warmup, repeats, impl, clock, layers, flops=False)
+            for batch in batches]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if device.type == "cpu" else None
-    return rows, count_params(G), rss
+    return [add_flops(row, G, device) for row in rows], count_params(G), rss
 
 
 def _print_layers(row, top=12):
