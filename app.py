@@ -1,5 +1,5 @@
 """Command line of the web app: paint a hole on a photo in the browser and compare CoModGAN's completions, one per
-seed, with the traditional methods; the same through an HTTP API (the work is in app_lib/ and web/).
+seed, with the traditional methods; the same through an HTTP API (the work is in app_lib/, the page in app_lib/static/).
 
 Examples:
 
@@ -12,15 +12,15 @@ import sys
 
 import click
 
+from cli_options import impl_option
 from dnnlib import UserError
 from dnnlib.cli_types import FiniteFloatRange
-from inference.impls import impl_option
 
 
 @click.command()
-@click.option("--network", default=None, metavar="SNAPSHOT|PKL",
-              help="Snapshot .pt written by train.py, or an official co-mod-gan .pkl. Without it only the "
-                   "traditional methods are offered.")
+@click.option("--network", default=None, metavar="SNAPSHOT|PKL|ONNX",
+              help="Snapshot .pt written by train.py, an official co-mod-gan .pkl, or a .onnx file written by "
+                   "export.py (run by ONNX Runtime on the CPU). Without it only the traditional methods are offered.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 opens the app to your network (it has no login).")

@@ -13,6 +13,13 @@ results.csv, holes.png and sheet.png into --outdir:
     python calc_metrics.py --network ours=run/network-snapshot-025000.pt --baseline telea,ns,patchmatch \\
         --data val.zip --mask center,free-form-small,free-form-large --metrics fid_full,ids_full,pix_full \\
         --outdir results/comparison
+
+Another method's completions (docs/thesis-table.md): export the items, run its code on them, score its outputs
+beside ours with the same --data, --mask, --seed and --metrics:
+
+    python calc_metrics.py --export-protocol protocol/ --data val.zip --mask free-form --metrics pix_full
+    python calc_metrics.py --network ours=snap.pt --baseline telea --results lama=lama-out/ --protocol protocol/ \\
+        --data val.zip --mask free-form --metrics pix_full --outdir results/comparison
 """
 
 import json
@@ -26,8 +33,8 @@ import uuid
 import click
 import torch
 
+from cli_options import impl_option
 from dnnlib import EasyDict, UserError, check_output_path
-from inference.impls import impl_option
 from metrics import metric_main
 from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, check_baseline_name
 
@@ -69,21 +76,32 @@ def split_baselines(values):
 
 
 def is_comparison(cfg):
-    return cfg.outdir is not None or len(cfg.networks) + len(cfg.baselines) > 1
+    return cfg.outdir is not None or bool(cfg.results) or len(cfg.networks) + len(cfg.baselines) > 1
 
 
 def check_inputs(cfg):
     """Fail before any process starts or any weight loads."""
-    if not cfg.networks and not cfg.baselines:
-        raise UserError(f"give at least one --network SNAPSHOT or --baseline NAME ({', '.join(BASELINE_METHODS)})")
+    if not cfg.networks and not cfg.baselines and not cfg.results:
+        raise UserError(f"give at least one --network SNAPSHOT, --baseline NAME ({', '.join(BASELINE_METHODS)}) or "
+                        "--results NAME=DIR")
     if is_comparison(cfg) and cfg.outdir is None:
-        raise UserError("several methods make a comparison: give --outdir DIR for its files (results.md, ...)")
+        what = "--results rows are" if cfg.results else "several methods make"
+        raise UserError(f"{what} a comparison: give --outdir DIR for its files (results.md, ...)")
+    if cfg.protocol is not None and not cfg.results:
+        raise UserError("--protocol names the export folder of --results completions; give --results NAME=DIR too")
     from metrics.comparison import split_network_arg
+    from metrics.results_reader import split_results_arg
 
     for value in cfg.networks:
         path = split_network_arg(value)[1]
         if not os.path.isfile(path):
             raise UserError(f"--network {path}: no such file")
+    for value in cfg.results:
+        name, folder = split_results_arg(value)
+        if not os.path.isdir(folder):
+            raise UserError(f"--results {name}={folder}: no such folder")
+    if cfg.protocol is not None and not os.path.isdir(cfg.protocol):
+        raise UserError(f"--protocol {cfg.protocol}: no such folder")
     if not os.path.exists(cfg.data):
         raise UserError(f"--data {cfg.data}: no such file or folder")
     if cfg.num_gpus > 1 and cfg.device.startswith("cuda") and torch.cuda.device_count() < cfg.num_gpus:
@@ -137,11 +155,37 @@ def evaluate_comparison(cfg, rank=0):
 
     device = _device_for_rank(cfg, rank)
     methods, dataset = build_methods(cfg.networks, cfg.baselines, data_path=cfg.data, device=device, impl=cfg.impl,
-                                     dropout=cfg.dropout)
+                                     dropout=cfg.dropout, results=cfg.results, protocol_dir=cfg.protocol)
     return run_comparison(methods, dataset, cfg.masks, cfg.metrics, device=device, seed=cfg.seed,
                           detector=cfg.detector, detector_explicit=cfg.detector is not None, batch_size=cfg.batch,
                           cache_dir=cfg.cache_dir, sheet_count=cfg.sheet, rank=rank, num_gpus=cfg.num_gpus,
                           data_path=cfg.data)
+
+
+def export(cfg):
+    """--export-protocol: every item of the run that --data/--mask/--seed/--metrics define, as PNGs + manifest."""
+    from metrics.comparison import num_plan_items, plan_metrics
+    from metrics.eval_set import check_mask_spec, open_eval_dataset
+    from metrics.protocol_export import export_protocol
+
+    if cfg.networks or cfg.baselines or cfg.results:
+        raise UserError("--export-protocol writes the evaluation items only; score methods in a separate run with "
+                        "the same --data, --mask, --seed and --metrics")
+    if not os.path.exists(cfg.data):
+        raise UserError(f"--data {cfg.data}: no such file or folder")
+    dataset = open_eval_dataset(cfg.data)
+    for spec in cfg.masks:
+        check_mask_spec(spec, dataset.resolution, cfg.seed)
+    num_items = num_plan_items(plan_metrics(cfg.metrics, len(dataset)))
+    step = max(1, -(-len(cfg.masks) * num_items // 10))  # about every 10%
+
+    def progress(done, total):
+        if done % step == 0 or done == total:
+            print(f"  exported {done}/{total} items", file=sys.stderr, flush=True)
+
+    manifest = export_protocol(cfg.export_protocol, dataset, cfg.masks, cfg.seed, num_items, cfg.metrics, progress)
+    print(f"wrote {len(cfg.masks)} protocol(s) x {num_items} items (image, mask with white = hole, masked input) "
+          f"and manifest.json to {cfg.export_protocol}; protocol hash {manifest['protocol_hash']}")
 
 
 def format_table(results):
@@ -222,6 +266,14 @@ def run(cfg):
 @click.option("--baseline", "baselines", type=str, multiple=True,
               help=f"Traditional method(s), comma-separated or repeated: {', '.join(BASELINE_METHODS)}, or "
                    f"'default' for {','.join(DEFAULT_BASELINES)}.")
+@click.option("--results", "results", type=str, multiple=True,
+              help="Another method's completions: NAME=DIR with DIR/<protocol folder>/<item>.png per exported item "
+                   "(see --export-protocol) and the export's manifest.json; repeatable.")
+@click.option("--protocol", type=str, default=None,
+              help="--results: the --export-protocol folder, whose manifest.json is used when DIR holds none.")
+@click.option("--export-protocol", type=str, default=None, metavar="DIR",
+              help="Write every evaluation item (image, mask with white = hole, masked input) as PNGs plus "
+                   "manifest.json into DIR, for other methods' code; takes --data, --mask, --seed, --metrics.")
 @click.option("--data", type=str, required=True, help="Validation images: a zip or a folder.")
 @click.option("--mask", "masks", type=str, multiple=True, required=True,
               help="Mask spec(s), comma-separated or repeated: center, free-form-small, free-form:0.2-0.4, ...")
@@ -246,14 +298,20 @@ def run(cfg):
 @click.option("--cache-dir", type=str, default=None,
               help="Download / real-statistics cache (default $COMODGAN_CACHE_DIR or ~/.cache/comodgan).")
 def main(**kwargs):
-    """Evaluate inpainting snapshots and traditional baselines with the published protocols (several methods: a
-    comparison table, plot and sheet in --outdir)."""
+    """Evaluate inpainting snapshots, traditional baselines and other methods' stored completions with the published
+    protocols (several methods: a comparison table, plot and sheet in --outdir), or export the evaluation items
+    (--export-protocol) for other methods' code."""
     cfg = EasyDict(kwargs)
     try:
         cfg.masks = split_mask_specs(cfg.masks)
         cfg.metrics = split_metrics(cfg.metrics)
         cfg.baselines = split_baselines(cfg.baselines)
         cfg.networks = list(cfg.networks)
+        cfg.results = list(cfg.results)
+        if cfg.export_protocol is not None:
+            check_output_path(cfg.export_protocol, "--export-protocol")
+            export(cfg)
+            return
         cfg.network = cfg.networks[0] if len(cfg.networks) == 1 else None  # the single-method mode's fields
         cfg.baseline = cfg.baselines[0] if len(cfg.baselines) == 1 else None
         if cfg.out:  # checked before evaluating, which can take hours

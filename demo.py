@@ -31,18 +31,13 @@ BASELINES = ("telea", "ns", "patchmatch")  # metrics.baselines.DEFAULT_BASELINES
 # The networks the demo trains side by side, each with the same preset, data, masks, batch, length and seed: (key,
 # table row, extra train.py options). The first is CoModGAN as published, adversarial loss only. The second adds the
 # loss's optional L1 reconstruction term (off in the published training) at weight 100, with Adam lr 0.006 instead
-# of the published 0.002. Pixel metrics score a sample against the one true face, which favours a mean. Measured
-# on the held-out faces, center hole (issue 18, batch 32): with L1 100 the network's L1 falls with training and lr
-# (seed 2: lr 0.002 0.1007 at 16 kimg, lr 0.006 0.0911); weight 30 lowers the pixel margin, 300 matches 100. The
-# report shows both networks.
+# of the published 0.002: pixel metrics score a sample against the one true face, which favours a mean, and the L1
+# network's error in the hole falls with lr (docs/demo.md, "What each choice does"). The report shows both.
 Network = collections.namedtuple("Network", "key label train_args")
 NETWORKS = (Network("gan", "CoModGAN tiny (ours)", ()),
             Network("gan-l1", "CoModGAN tiny + L1 (ours)", ("--l1-weight", "100", "--lr", "0.006")))
-# Batch 8, not the preset's 32: four times the optimizer steps per image. Measured on seed 0's held-out faces,
-# center hole, against batch 32 in the same minutes (issue 18): the L1 network's fills lose the coloured ring
-# along the hole's edge (distance from gray on the hole's first pixels 0.0183 -> 0.0030, further in 0.0102 ->
-# 0.0026) and gain on every pixel metric (L1 in the hole 0.0973 -> 0.0906 at 16 kimg); the published network's
-# fills vary more between seeds (diversity 0.070 -> 0.083) and no longer get worse with training.
+# Batch 8, not the preset's 32: four times the optimizer steps per image, which removes the coloured ring along the
+# hole's edge and gains on every pixel metric in the same minutes (docs/demo.md).
 DEMO_BATCH = 8
 DEMO_KIMG = 14.0  # per network: both train side by side in ~8 min on 2 cores at batch 8 (33-37 s/kimg each)
 # The per-seed sheets draw completions the way calc_metrics.py measures them: the global code's dropout on (the
@@ -51,12 +46,9 @@ DEMO_KIMG = 14.0  # per network: both train side by side in ~8 min on 2 cores at
 # noise strength at 32x32.
 DROPOUT = True
 NOISE_MODE = "random"
-# Half the official free-form generator's holes (~75% of the image at 32x32), half the center hole (the seed's
-# experiment). Measured on seed 0's held-out faces at batch 8, 15 kimg, against center holes only (issue 18): the
-# published network's seeds differ more (center diversity 0.083 -> 0.108) since most of a large free-form hole
-# must come from the latent; the L1 network keeps its center margin (L1 in the hole 0.0906 -> 0.0921, NS 0.1080)
-# and beats Navier-Stokes on free-form-small (0.1307 -> 0.0923, NS 0.0938) and free-form-large (0.1431 -> 0.0979,
-# NS 0.0991), where center-only training lost.
+# Half the official free-form generator's holes (~75% of the image at 32x32), half the 25% center hole: the free-form
+# half makes the published network's seeds differ more (most of a large hole must come from the latent) and teaches
+# the L1 network the small holes that center-only training loses (docs/demo.md).
 TRAIN_MASK = "mixed:free-form=0.5,center=0.5"
 RESOLUTION = 32  # the tiny preset's resolution
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -134,8 +126,8 @@ def data_step(outdir, opts):
 
 def train_threads(device, num_networks, cpus=None):
     """CPU threads per training process: the cores split between the networks, which train side by side (None on
-    an accelerator: the device does the work). At batch 8 a tiny step takes 0.259 s on one thread and 0.243 s on
-    two (benchmarks/train_step.py, 2-core machine, issue 18), so two one-thread runs side by side train 1.9x the
+    an accelerator: the device does the work). At batch 8 a tiny step takes nearly as long on one thread as on two
+    (benchmarks/train_step.py; figures in docs/demo.md), so two one-thread runs side by side train about 1.9x the
     images that two two-thread runs in turn do, in the same minutes."""
     if device.type != "cpu":
         return None

@@ -5,16 +5,16 @@ Examples:
     python generate.py --network runs/00000-tiny/network-snapshot-000010.pt --images faces/ --masks masks/ \\
         --seeds 0-7 --outdir out --grid
     python generate.py --network snap.pt --images face.jpg --masks center --seeds 0-3 --outdir out
+    python generate.py --engine onnxruntime --network G.onnx --images face.jpg --masks center --outdir out
 """
 
 import sys
 
 import click
 
+from cli_options import fit_options, impl_option
 from dnnlib import EasyDict, UserError
 from dnnlib.cli_types import FiniteFloatRange
-from inference.fit_names import fit_options
-from inference.impls import impl_option
 
 
 def _seeds(ctx, param, value):
@@ -28,7 +28,8 @@ def _seeds(ctx, param, value):
 
 @click.command()
 @click.option("--network", "network", required=True, metavar="SNAPSHOT",
-              help="Snapshot .pt, official .pkl or the port's .pth (converted in memory).")
+              help="Snapshot .pt, official .pkl or the port's .pth (converted in memory); with --engine "
+                   "onnxruntime a .onnx file written by export.py.")
 @click.option("--images", required=True, metavar="PATH", help="An image file or a folder of images (any size).")
 @click.option("--masks", required=True, metavar="PATH|SPEC",
               help="A mask file, a folder of masks matched by stem (face.png <-> face.png or face_mask.png), "
@@ -54,17 +55,26 @@ def _seeds(ctx, param, value):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Seeds per forward pass.")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="torch runs a network file (--impl, --device apply); onnxruntime runs an exported .onnx file on "
+                   "the CPU (see export.py).")
 @fit_options
 @impl_option
-def main(network, resolution, device, impl, **kwargs):
+def main(network, resolution, device, impl, engine, **kwargs):
     """Fill the holes of each image once per seed, writing results at the image's original size."""
-    from inference.loading import load_generator
+    from inference.onnx_runner import check_engine_file
     from inference.user_files import run_generate
     from torch_utils.misc import resolve_device
 
     try:
-        dev = resolve_device(device)
-        G = load_generator(network, dev).set_impl(impl)
+        check_engine_file(network, engine)
+        dev = resolve_device("cpu" if engine == "onnxruntime" and device == "auto" else device)
+        if engine == "onnxruntime":
+            G = _onnx_generator(network, dev, resolution, kwargs)
+        else:
+            from inference.loading import load_generator
+
+            G = load_generator(network, dev).set_impl(impl)
         if resolution is not None and G.img_resolution != resolution:
             raise UserError(f"--network {network}: the snapshot is {G.img_resolution}x{G.img_resolution}, "
                             f"not the --resolution {resolution} asked for")
@@ -81,6 +91,17 @@ def main(network, resolution, device, impl, **kwargs):
         for _path, message in summary.failures:
             click.echo(f"  {message}", err=True)
         sys.exit(1)
+
+
+def _onnx_generator(network, device, resolution, opts):
+    """The exported file behind ONNX Runtime, its options checked before any image is read."""
+    from inference.onnx_runner import load_onnx_generator
+
+    if device.type != "cpu":
+        raise UserError(f"--device {device}: --engine onnxruntime runs on the CPU (use --device cpu or auto)")
+    G = load_onnx_generator(network, resolution=resolution)
+    G.check_options(opts["truncation_psi"], opts["noise_mode"], opts["dropout"])
+    return G
 
 
 if __name__ == "__main__":

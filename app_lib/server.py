@@ -7,12 +7,13 @@ page's three files are read once at start-up, so no route ever opens a path that
 
 import asyncio
 import base64
+import importlib.resources
 import logging
-import os
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app_lib import inputs
@@ -22,7 +23,8 @@ from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_CHOICES
 from inference.inpaint import SEED_LIMIT
 
-WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+# The page's files are package data of app_lib (app_lib/static/), found through the package, not through a path.
+STATIC_DIR = importlib.resources.files("app_lib") / "static"
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
               "/style.css": ("style.css", "text/css")}
 # The page may use only what this server sends (no CDN, no web fonts); images come back as blob: or data: URLs.
@@ -158,11 +160,12 @@ def create_app(service, worker=None):
     worker = worker or Worker()
     page = {}
     for route, (name, media_type) in PAGE_FILES.items():
-        with open(os.path.join(WEB_DIR, name), "rb") as f:
-            page[route] = (f.read(), media_type)
-    app = FastAPI(title="CoModGAN inpainting", version="1",
-                  description="Fill the holes of a photo with CoModGAN (one result per seed) or a traditional "
-                              "method. Errors answer 4xx with {'detail': one-line reason}.")
+        page[route] = (STATIC_DIR.joinpath(name).read_bytes(), media_type)
+    # FastAPIOffline serves /docs (Swagger UI) and /redoc from files inside the fastapi-offline package, so the API
+    # documentation renders on a machine without internet, like the page itself.
+    app = FastAPIOffline(title="CoModGAN inpainting", version="1",
+                         description="Fill the holes of a photo with CoModGAN (one result per seed) or a traditional "
+                                     "method. Errors answer 4xx with {'detail': one-line reason}.")
     app.state.service, app.state.worker = service, worker
 
     @app.exception_handler(UserError)

@@ -19,21 +19,32 @@ from dnnlib import UserError
 from inference.fitting import DEFAULT_FIT, FIT_CHOICES
 from inference.inpaint import inpaint_image
 from inference.pictures import mask_to_png
-from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, list_baselines
+from metrics.baselines import BASELINE_METHODS, list_baselines
 from metrics.baselines import inpaint_image as baseline_inpaint
 
 GAN = "gan"
 
 
 def offered_baselines():
-    """The traditional methods the app offers: metrics.baselines' default set (fast enough for a request; FSR and
-    ShiftMap take seconds to minutes per photo) that loads on this machine."""
+    """The traditional methods the app offers: those of metrics.baselines fast enough for a request (`interactive`;
+    FSR and ShiftMap take seconds to minutes per photo) that load on this machine."""
     available = set(list_baselines())
-    return [name for name in DEFAULT_BASELINES if name in available]
+    return [name for name, method in BASELINE_METHODS.items() if method.interactive and name in available]
 SEEDS_PER_STEP = 4  # GAN seeds per forward pass; progress is reported after each
 NO_MODEL_HELP = ("No network loaded: only the traditional methods are offered. Run `make demo` (about 8 minutes "
                  "on a CPU) and then `make app`, or start `python app.py --network SNAPSHOT.pt` (or an official "
                  "co-mod-gan .pkl).")
+
+
+def _load(network, device, impl):
+    """A network file on `device` with `impl`, or an exported .onnx file behind ONNX Runtime (CPU)."""
+    if os.fspath(network).lower().endswith(".onnx"):
+        from inference.onnx_runner import load_onnx_generator
+
+        return load_onnx_generator(network)
+    from inference.loading import load_generator
+
+    return load_generator(network, device, impl=impl)
 
 
 @dataclasses.dataclass
@@ -66,9 +77,7 @@ class Service:
         self.G, self.network_name, self.network_error = None, None, None
         if network is not None:
             try:
-                from inference.loading import load_generator
-
-                self.G = load_generator(network, self.device, impl=impl)
+                self.G = _load(network, self.device, impl)
                 self.network_name = os.path.basename(os.fspath(network))
             except UserError as err:
                 self.network_error = str(err)

@@ -5,6 +5,8 @@ Usage: python benchmarks/baselines.py [--resolution 256 --resolution 512] [--met
     [--repeats 3] [--threads N]
 Each (method, resolution, mask) runs `--repeats` evaluation masks (items 0, 1, ... of the spec, seed 0); the table
 gives the median and the slowest wall time per image, the median CPU time (all threads) and the mean hole ratio.
+With PatchMatch among the methods, a second table gives each other method's median CPU time as a multiple of
+PatchMatch's on the same case (e.g. `--method criminisi --method patchmatch`).
 """
 
 import os
@@ -67,12 +69,23 @@ def main(resolutions, methods, masks, repeats, threads):
     print(f"{os.cpu_count()} CPUs, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), {repeats} masks per case")
     print(f"{'method':<12s} {'res':>5s} {'mask':<18s} {'hole':>6s} {'median s/img':>13s} {'max s/img':>10s} "
           f"{'CPU s/img':>10s}")
+    cpu_times = {}
     for name in methods:
         for res in resolutions:
             for spec in masks:
                 median, slowest, cpu, ratio = time_method(name, res, spec, repeats)
+                cpu_times[name, res, spec] = cpu
                 print(f"{name:<12s} {res:>5d} {spec:<18s} {ratio:>6.2f} {median:>13.3f} {slowest:>10.3f} {cpu:>10.3f}",
                       flush=True)
+    others = [name for name in methods if name != "patchmatch"]
+    if "patchmatch" in methods and others:
+        print("CPU time as a multiple of patchmatch's")
+        print(f"{'method':<12s} {'res':>5s} {'mask':<18s} {'x patchmatch':>13s}")
+        for name in others:
+            for res in resolutions:
+                for spec in masks:
+                    times = cpu_times[name, res, spec], cpu_times["patchmatch", res, spec]
+                    print(f"{name:<12s} {res:>5d} {spec:<18s} {times[0] / max(times[1], 1e-9):>12.2f}x")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ time), so values are copied after a transpose, except: the 2x-upsampling convs (
 (TF's upsample_conv_2d flips its kernel for the transposed convolution, ours does not), and the per-layer noise
 inputs [1, 1, H, W] become our [H, W] constant-noise buffers. G_main's `lod` is not used.
 
+The paper's ablations (G built with style_mod=False or cond_mod=False, official run_training.py
+--disable-style-mod / --disable-cond-mod) are read from the generator's static_kwargs: their modulation weights
+are narrower (the modulation vector concatenates only the parts switched on), the rest is the same.
+
 Converted networks compute in float32 like the original (num_fp16_res=0, no clamp) unless fp16 is asked for.
 """
 
@@ -195,9 +199,11 @@ def collect_variables(net):
 _FIXED_KWARGS = {
     "label_size": 0, "pix2pix": False, "fmap_min": 1, "fmap_decay": 1.0, "architecture": None,
     "nonlinearity": "lrelu", "mapping_nonlinearity": "lrelu", "resample_kernel": [1, 3, 3, 1],
-    "normalize_latents": True, "cond_mod": True, "style_mod": True, "noise_injection": True, "dtype": "float32",
-    "mbstd_num_features": 1,
+    "normalize_latents": True, "noise_injection": True, "dtype": "float32", "mbstd_num_features": 1,
 }
+# The paper's ablation switches (official run_training.py --disable-style-mod / --disable-cond-mod set them in
+# G's kwargs, which G_main hands to both components): read, not assumed; absent = True, the official default.
+_MODULATION_KWARGS = ("style_mod", "cond_mod")
 # Options that only steer TF graph building or inference, not the weights' meaning.
 _IGNORED_KWARGS = {
     "randomize_noise", "fused_modconv", "truncation_psi", "truncation_cutoff", "truncation_psi_val",
@@ -206,7 +212,7 @@ _IGNORED_KWARGS = {
 }
 _SHAPE_KWARGS = {
     "resolution", "num_channels", "fmap_base", "fmap_max", "latent_size", "dlatent_size", "mapping_layers",
-    "mapping_fmaps", "mapping_lrmul", "dlatent_avg_beta", "dropout_rate", "mbstd_group_size",
+    "mapping_fmaps", "mapping_lrmul", "dlatent_avg_beta", "dropout_rate", "mbstd_group_size", *_MODULATION_KWARGS,
 }
 
 
@@ -232,12 +238,36 @@ def _same(value, expected):
     return value == expected
 
 
+def _modulation_kwargs(tf_G, label):
+    """style_mod / cond_mod of the synthesis that the pickle holds (it is what reads them), checked against G's
+    own kwargs; both off is refused, like our Generator refuses it."""
+    places = {label: tf_G.static_kwargs}
+    if "synthesis" in tf_G.components:
+        places[f"{label}/synthesis"] = tf_G.components["synthesis"].static_kwargs
+    found = {}
+    for key in _MODULATION_KWARGS:
+        values = {where: kw.get(key, True) for where, kw in places.items()}  # absent: the official default
+        for where, value in values.items():
+            if not isinstance(value, (bool, np.bool_)):
+                raise TFImportError(f"{where}: static_kwargs {key}={value!r} is not a boolean")
+        if len({bool(v) for v in values.values()}) > 1:
+            raise TFImportError(f"{label}: static_kwargs {key} differs between G and its synthesis "
+                                f"({', '.join(f'{w}: {v}' for w, v in values.items())})")
+        found[key] = bool(values[label])
+    if not any(found.values()):
+        raise TFImportError(f"{label}: static_kwargs style_mod=False and cond_mod=False: a generator without any "
+                            f"modulation input is not one of the paper's networks or ablations, and our Generator "
+                            f"needs at least one of them")
+    return found
+
+
 def generator_kwargs(tf_G, label="G", fp16=False):
-    """Our Generator kwargs from the official G's static_kwargs (resolution, fmap_base, ...)."""
+    """Our Generator kwargs from the official G's static_kwargs (resolution, fmap_base, style_mod, ...)."""
     kw = tf_G.static_kwargs
     _check_static_kwargs(kw, label, "skip")
     for key, comp in tf_G.components.items():
         _check_static_kwargs(comp.static_kwargs, f"{label}/{key}", "skip")
+    modulation = _modulation_kwargs(tf_G, label)
     beta = kw.get("dlatent_avg_beta", 0.995)
     return dict(
         z_dim=int(kw.get("latent_size", 512)), w_dim=int(kw.get("dlatent_size", 512)),
@@ -248,7 +278,7 @@ def generator_kwargs(tf_G, label="G", fp16=False):
                             layer_features=int(kw.get("mapping_fmaps", 512)),
                             lr_multiplier=float(kw.get("mapping_lrmul", 0.01)),
                             w_avg_beta=float(beta) if beta is not None else 1.0),
-        dropout_rate=float(kw.get("dropout_rate", 0.5)),
+        dropout_rate=float(kw.get("dropout_rate", 0.5)), **modulation,
     )
 
 

@@ -26,7 +26,6 @@ import os
 import warnings
 import zlib
 
-import click
 import cv2
 import numpy as np
 from tqdm import tqdm
@@ -414,7 +413,7 @@ def eval_mask_for_size(spec, height, width, seed, index):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Command line: python -m data.masks --spec free-form --resolution 256 --count 1000 --out DIR
+# A fixed evaluation set and its hole-ratio histogram (mask_tool.py is the command line).
 
 
 def bucket_histogram(ratios, scheme):
@@ -446,48 +445,22 @@ def _write_png(path, array):
         f.write(buf.tobytes())
 
 
-@click.command()
-@click.option("--spec", required=True, help=f"Mask spec: {SPEC_FORMS}.")
-@click.option("--resolution", type=click.IntRange(min=4), required=True, help="Mask side in pixels.")
-@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of masks.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Evaluation-set seed.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (created).")
-@click.option("--save-masks", is_flag=True, help="Also write every mask as OUT/masks/NNNNNN.png (white = hole).")
-@click.option("--preview", type=click.IntRange(min=1), default=64, show_default=True, help="Masks in the preview.")
-def main(spec, resolution, count, seed, out, save_masks, preview):
-    """Draw evaluation masks for SPEC, print their hole-ratio histogram per bucket and write a preview grid.
-
-    Mask i is eval_mask(spec, resolution, seed, i), so --save-masks builds a fixed evaluation set that
-    `nvidia:OUT/masks` reads back in the same order.
-    """
-    try:
-        make_mask_generator(spec, resolution)  # Report a bad spec before creating anything.
-        os.makedirs(out, exist_ok=True)
+def write_eval_masks(spec, resolution, count, seed, out, save_masks=False, preview=64):
+    """Draw eval_mask(spec, resolution, seed, i) for i < count, write the first `preview` as OUT/preview.png and,
+    with save_masks, every mask as OUT/masks/NNNNNN.png (white = hole), a fixed evaluation set that
+    `nvidia:OUT/masks` reads back in the same order. Returns the hole ratios. A bad spec raises before anything
+    is created."""
+    make_mask_generator(spec, resolution)
+    os.makedirs(out, exist_ok=True)
+    if save_masks:
+        os.makedirs(os.path.join(out, "masks"), exist_ok=True)
+    shown, ratios = [], []
+    for i in range(count):
+        m = eval_mask(spec, resolution, seed, i)
+        ratios.append(hole_ratio(m))
+        if len(shown) < preview:
+            shown.append(m)
         if save_masks:
-            os.makedirs(os.path.join(out, "masks"), exist_ok=True)
-        masks, ratios = [], []
-        for i in range(count):
-            m = eval_mask(spec, resolution, seed, i)
-            ratios.append(hole_ratio(m))
-            if len(masks) < preview:
-                masks.append(m)
-            if save_masks:
-                _write_png(os.path.join(out, "masks", f"{i:06d}.png"), ((1 - m) * 255).astype(np.uint8))
-        print(f"{count} masks, spec {spec!r}, resolution {resolution}, seed {seed}: "
-              f"mean hole ratio {np.mean(ratios):.4f} (min {np.min(ratios):.4f}, max {np.max(ratios):.4f})")
-        for scheme in HOLE_BUCKETS:
-            print(f"{scheme} buckets:")
-            for label, n in bucket_histogram(ratios, scheme).items():
-                print(f"  {label:>8}: {n:6d} ({100.0 * n / count:5.1f}%)")
-        preview_path = os.path.join(out, "preview.png")
-        save_preview_grid(masks, preview_path)
-        print(f"preview: {preview_path}")
-        if save_masks:
-            print(f"masks: {os.path.join(out, 'masks')} (white = hole)")
-    except UserError as err:
-        click.echo(f"error: {err}", err=True)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
+            _write_png(os.path.join(out, "masks", f"{i:06d}.png"), ((1 - m) * 255).astype(np.uint8))
+    save_preview_grid(shown, os.path.join(out, "preview.png"))
+    return ratios

@@ -1,4 +1,4 @@
-"""Draws docs/fit-strategies.png, the README's before/after picture of the three fit strategies (inference.fitting).
+"""Draws docs/fit-strategies.png, the picture of the three fit strategies (inference.fitting) in docs/inference.md.
 
     python -m docs.make_fit_figure
 

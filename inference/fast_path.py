@@ -4,7 +4,10 @@
 'fast' as the default). G then calls `synthesize()` instead of its encoder + synthesis modules when `eligible()`:
 eval mode, no autograd (torch.no_grad / inference_mode), float32 CPU tensors, impl 'fast' or 'fast-bf16', and
 no module hooks (hooks must see every layer, so they get the reference). The result equals the reference to
-float32 rounding (tests/test_inference_fast_path.py checks it); what changes is how it is computed:
+float32 rounding (tests/test_inference_fast_path.py checks it). It runs the paper's ablations (style_mod or
+cond_mod off, docs/ablations.md) too, with no fallback: the modulation vectors come from the synthesis's own
+`modulation_inputs()` and the affine widths from its layers (tests/test_ablations.py). What changes is how it is
+computed:
 
 - channels_last activations end to end (oneDNN's fast convolution layout on CPU);
 - equalized-lr gains, the lrelu gain sqrt(2) (lrelu(x) * g = lrelu(g * x) for g > 0) and the upsampling gain 4
@@ -13,13 +16,14 @@ float32 rounding (tests/test_inference_fast_path.py checks it); what changes is 
   class, or its rules): at batch 1 the weight is modulated and demodulated per call ('weight' mode: no grouped
   convolution), or the activation is scaled around a fixed weight that is prepared once and cached ('activation'
   mode); demodulation coefficients come from cached per-(out, in) squared weight sums, a [N, C_in] x [C_in, C_out]
-  product; the 3x3 convolutions run oneDNN's direct algorithm or Winograd F(4x4, 3x3) / F(2x2, 3x3)
-  (torch_utils.ops.winograd: 36 or 16 instead of 144 or 36 multiplies per output tile and channel pair, at ~4x
-  a direct convolution's rounding error for F(4x4)); the upsampling layers oneDNN's transposed convolution or four
-  phase convolutions (torch_utils.ops.polyphase);
+  product; the 3x3 convolutions run oneDNN's direct algorithm, NNPACK's Winograd F(6x6, 3x3) or our
+  F(4x4, 3x3) / F(2x2, 3x3) (torch_utils.ops.winograd: 36 or 16 instead of 144 or 36 multiplies per output tile
+  and channel pair, at ~4x a direct convolution's rounding error for F(4x4)); the upsampling layers oneDNN's
+  transposed convolution or four phase convolutions (torch_utils.ops.polyphase); docs/cpu-fast-path.md;
 - the [1, 3, 3, 1] blur as a depthwise (groups = C) convolution in channels_last;
 - the elementwise tails (noise, leaky ReLU) in place;
-- glibc malloc kept off mmap for big tensors (torch_utils.cpu_malloc), which removes a page fault storm.
+- glibc malloc kept off mmap for big tensors (torch_utils.cpu_malloc), which removes a page fault storm; the
+  cached tensors alone are created with mmap allowed, so that they do not pin the heap in pieces.
 
 `impl='fast-bf16'` runs the same path with the convolutions and activations in bfloat16 (oneDNN uses AMX or
 AVX512-BF16 where the CPU has them: about 3x faster than float32 on a Sapphire Rapids core) while styles,
@@ -114,13 +118,15 @@ class _Cache:
     def layer(self, module, prepare):
         entry = self.layers.get(module)
         if entry is None:
-            entry = self.layers[module] = prepare(module, self.dtype)
+            with cpu_malloc.outside_heap():
+                entry = self.layers[module] = prepare(module, self.dtype)
         return entry
 
     def weight(self, key, prepare):
         entry = self.weights.get(key)
         if entry is None:
-            entry = self.weights[key] = prepare()
+            with cpu_malloc.outside_heap():
+                entry = self.weights[key] = prepare()
         return entry
 
     def variant(self, kind, x, c_out):

@@ -26,6 +26,9 @@ def read_network_file(path):
     A `.pth` (the PyTorch port's net_G_ema file) gives a 'generator' snapshot: G_ema only, G and D are absent.
     """
     suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX export, not a network file; run it with ONNX Runtime "
+                              "(inference.onnx_runner.load_onnx_generator, generate.py --engine onnxruntime)")
     if suffix == ".pkl":
         return convert_tf_pickle(path)
     if suffix == ".pth":

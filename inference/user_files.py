@@ -138,6 +138,10 @@ def run_generate(G, opts, device):
     images = list_images(opts.images, exclude_masks=same_folder)
     os.makedirs(opts.outdir, exist_ok=True)
     summary = EasyDict(written=[], failures=[], num_images=len(images), notes=[])
+    if not G.synthesis.style_mod and len(opts.seeds) > 1 and opts.noise_mode != "random" and not opts.dropout:
+        # z reaches nothing in this ablation; only random noise or dropout can make the seeds differ.
+        summary.notes.append("this generator has no style modulation (trained with --no-style-mod): every seed "
+                             "gives the same completion unless --noise-mode random or --dropout")
     fit_opts = dict(fit=opts.get("fit", "auto"), face_index=opts.get("face_index"),
                     fit_fallback=opts.get("fit_fallback", "none"))
     seen = {}

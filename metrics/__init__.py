@@ -1,2 +1,3 @@
 """Evaluation metrics (FID, P-IDS/U-IDS, pixel metrics) behind one registry, the traditional baselines they compare
-against, and the multi-method comparison run with its report files."""
+against, the multi-method comparison run with its report files, and the evaluation protocol as files (exported for
+other methods' code, their completions read back as rows of the comparison)."""

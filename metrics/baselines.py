@@ -1,5 +1,6 @@
 """The traditional (non-learned) inpainters, listed once: OpenCV's Telea and Navier-Stokes, PatchMatch
-(PyPI `pypatchmatch`) and OpenCV contrib's FSR and ShiftMap, each callable with our conventions.
+(PyPI `pypatchmatch`), OpenCV contrib's FSR and ShiftMap, and Criminisi's exemplar-based method (metrics/criminisi.py),
+each callable with our conventions.
 
 Two ways in, the same pixels out:
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from dnnlib import UserError
+from metrics import criminisi
 from torch_utils.misc import assert_mask_convention, assert_shape
 
 DEFAULT_RADIUS = 3  # Telea/NS: neighbourhood radius in pixels around each filled point (OpenCV's usual value)
@@ -31,21 +33,24 @@ class BaselineMethod:
 
     label: str  # name in tables and sheets
     reference: str  # the paper, for the README and the report
-    library: str  # 'opencv', 'opencv-contrib' or 'pypatchmatch': what must load for it to run
+    library: str  # 'opencv', 'opencv-contrib', 'pypatchmatch' or 'ours': what must load for it to run
     default: bool  # in DEFAULT_BASELINES (fast enough for thousands of images at 256 and 512)
     seeded: bool  # has a randomised search, so it takes a per-image seed
+    interactive: bool  # a few seconds at most per 512 px photo: the web app offers it
 
 
-# Timings per image are in the README (benchmarks/baselines.py). FSR "best" is not offered: at 64x64 it already takes
-# about 10 s per image here, hours for one evaluation set.
+# Timings per image: docs/evaluation.md and, against Criminisi, docs/baselines.md (benchmarks/baselines.py). FSR "best"
+# is not offered: at 64x64 it already takes about 10 s per image here, hours for one evaluation set.
 BASELINE_METHODS = {
-    "telea": BaselineMethod("Telea", "Telea 2004, fast marching", "opencv", True, False),
-    "ns": BaselineMethod("Navier-Stokes", "Bertalmio et al. 2001, Navier-Stokes", "opencv", True, False),
-    "patchmatch": BaselineMethod("PatchMatch", "Barnes et al. 2009, PatchMatch", "pypatchmatch", True, True),
+    "telea": BaselineMethod("Telea", "Telea 2004, fast marching", "opencv", True, False, True),
+    "ns": BaselineMethod("Navier-Stokes", "Bertalmio et al. 2001, Navier-Stokes", "opencv", True, False, True),
+    "patchmatch": BaselineMethod("PatchMatch", "Barnes et al. 2009, PatchMatch", "pypatchmatch", True, True, True),
     "fsr-fast": BaselineMethod("FSR (fast)", "Genser et al. 2018, frequency-selective reconstruction",
-                               "opencv-contrib", False, False),
+                               "opencv-contrib", False, False, False),
     "shiftmap": BaselineMethod("ShiftMap", "He and Sun 2012, statistics of patch offsets", "opencv-contrib",
-                               False, False),
+                               False, False, False),
+    "criminisi": BaselineMethod("Criminisi", "Criminisi et al. 2004, exemplar-based inpainting", "ours", False, False,
+                                True),
 }
 DEFAULT_BASELINES = tuple(name for name, m in BASELINE_METHODS.items() if m.default)
 
@@ -133,7 +138,12 @@ def _shiftmap(image, holes, seed):
     return _xphoto(image, holes, cv2.xphoto.INPAINT_SHIFTMAP, to_lab=True)
 
 
-_FILLERS = {"telea": _telea, "ns": _ns, "patchmatch": _patchmatch, "fsr-fast": _fsr_fast, "shiftmap": _shiftmap}
+def _criminisi(image, holes, seed):
+    return criminisi.inpaint(image, holes == 0)  # deterministic: no seed
+
+
+_FILLERS = {"telea": _telea, "ns": _ns, "patchmatch": _patchmatch, "fsr-fast": _fsr_fast, "shiftmap": _shiftmap,
+            "criminisi": _criminisi}
 
 
 class Baseline:
@@ -148,7 +158,7 @@ class Baseline:
             raise UserError(reason)
         self.name = name
         self.label = self.method.label
-        self.takes_seeds = self.method.seeded  # the metrics pass one seed per item (see metric_utils)
+        self.takes_seeds = self.method.seeded  # the metrics pass one seed per item (see metrics/eval_set.py)
         self._fill = _FILLERS[name]
 
     def inpaint_image(self, image, mask, seed=0):

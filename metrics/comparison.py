@@ -1,15 +1,15 @@
-"""The comparison run: several inpainters (networks and traditional baselines) x several mask protocols on the same
-validation images, masks and latents, every requested metric from one inpainting pass per (method, protocol).
+"""The comparison run: several inpainters (networks, traditional baselines and other methods' stored completions)
+x several mask protocols on the same validation images, masks and latents, every requested metric from one
+inpainting pass per (method, protocol).
 
 Item i of a protocol is validation image i % len(dataset) with mask eval_mask(spec, res, seed, i) and the latent
 (or, for PatchMatch, the search seed) drawn from (seed, i): every method sees the same inputs, and a rerun gives
-the same numbers. Values are named as calc_metric names them (`pix2k_psnr`, `fid10k`, `ids10k_pids`, ...), so the
-figures equal those of separate single-metric runs with the same batch size.
+the same numbers. Every output, stored completions included, is composited with the known pixels before scoring.
+Values are named as calc_metric names them (`pix2k_psnr`, `fid10k`, `ids10k_pids`, ...), so the figures equal
+those of separate single-metric runs with the same batch size.
 """
 
-import hashlib
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,10 +19,15 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
-from metrics import metric_main, metric_utils, pixel_metrics
+from dnnlib.provenance import code_version, file_sha256
+from metrics import detector_loader, metric_main, pixel_metrics
+from metrics.distributed import gather_dicts, gather_rows, rank_indices
+from metrics.eval_set import check_mask_spec, iterate_eval_pairs, open_eval_dataset, prepare_inpainter
+from metrics.feature_stats import FeatureStats, compute_real_stats
 
 DETECTOR_KINDS = ("fid", "ids")  # metric kinds that need the Inception detector
 HOLE_PLOT_SCHEME = "nvidia"  # holes.png x axis: NVIDIA's 10% buckets (0-60%) resolve small and large masks alike
+COMPOSITE_NOTE = "every method's output is composited with the known pixels before scoring"
 
 
 @dataclass
@@ -31,14 +36,26 @@ class Method:
 
     key: str  # unique id in results.json
     label: str  # row name in the tables and column name in the sheet
-    kind: str  # 'network' or 'baseline'
-    source: str  # snapshot path or baseline name
-    inpainter: object = field(repr=False)  # Generator or metrics.baselines.Baseline
+    kind: str  # 'network', 'baseline' or 'results' (stored completions, --results)
+    source: str  # snapshot path, baseline name or completions folder
+    inpainter: object = field(repr=False)  # Generator, metrics.baselines.Baseline or results_reader.Completions
     G_kwargs: dict = field(default_factory=dict)  # extra arguments of a Generator call (dropout)
+    info: dict = field(default_factory=dict)  # recorded with the method in results.json
+
+
+@dataclass
+class Outcome:
+    """What the passes of a run produced, by method key and protocol spec (rank 0 only)."""
+
+    figures: dict = field(default_factory=dict)  # {key: {spec: {value name: value}}}
+    rows: dict = field(default_factory=dict)  # {key: {spec: per-item pixel rows}} for the hole-ratio plot
+    hole_ratios: dict = field(default_factory=dict)  # {spec: mean hole ratio of its items}
+    sheets: dict = field(default_factory=dict)  # {spec: {inputs: {item: (real, mask)}, fakes: {key: {item: fake}}}}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Building the methods: every check that can fail runs here, before the first image is inpainted.
+# Building the methods: every check that can fail runs here or at the top of run_comparison, before the first image
+# is inpainted.
 
 def _unique_labels(labels):
     """Labels made unique by numbering repeats ('a', 'a (2)')."""
@@ -59,35 +76,96 @@ def split_network_arg(value):
     return None, value
 
 
-def build_methods(networks, baselines, *, data_path, device, impl="fast", dropout=True):
-    """Methods for `networks` ([LABEL=]PATH each) and `baselines` (names), in that order.
+def build_methods(networks, baselines, *, data_path, device, impl="fast", dropout=True, results=(),
+                  protocol_dir=None):
+    """Methods for `networks` ([LABEL=]PATH each), `baselines` (names) and `results` (NAME=DIR each: stored
+    completions, their manifest in DIR or in the export folder `protocol_dir`), in that order.
 
     Opens the validation set first: an empty set, a snapshot of another resolution than the data, an unknown
-    baseline or a baseline whose library cannot load is a UserError before any evaluation.
+    baseline, a baseline whose library cannot load, or a results folder without a manifest is a UserError before
+    any evaluation.
     """
     from inference.loading import load_generator
     from metrics.baselines import make_baseline
+    from metrics.results_reader import Completions, split_results_arg
 
-    dataset = metric_utils.open_eval_dataset(data_path)
-    built = []
+    dataset = open_eval_dataset(data_path)
+    built = []  # (label, kind, source, inpainter, G_kwargs, key)
     for value in networks:
         label, path = split_network_arg(value)
         if not os.path.isfile(path):
             raise UserError(f"--network {path}: no such file")
         G = load_generator(path, device, ema=True).set_impl(impl)
-        metric_utils.open_eval_dataset(data_path, G.img_resolution)  # the resolution check, naming both
-        built.append((label or os.path.basename(path), "network", path, G, dict(dropout=dropout)))
+        open_eval_dataset(data_path, G.img_resolution)  # the resolution check, naming both
+        key = os.path.splitext(os.path.basename(path))[0]
+        built.append((label or os.path.basename(path), "network", path, G, dict(dropout=dropout), key))
     for name in baselines:
         baseline = make_baseline(name)
-        built.append((baseline.label, "baseline", name, baseline, {}))
+        built.append((baseline.label, "baseline", name, baseline, {}, name))
+    for value in results:
+        name, folder = split_results_arg(value)
+        built.append((name, "results", folder, Completions(name, folder, protocol_dir), {}, name))
     if not built:
-        raise UserError("give at least one --network SNAPSHOT or --baseline NAME")
+        raise UserError("give at least one --network SNAPSHOT, --baseline NAME or --results NAME=DIR")
     labels = _unique_labels([b[0] for b in built])
-    keys = _unique_labels([os.path.splitext(os.path.basename(b[2]))[0] if b[1] == "network" else b[2]
-                           for b in built])
+    keys = _unique_labels([b[5] for b in built])
     methods = [Method(key=k.replace(" ", ""), label=lab, kind=kind, source=src, inpainter=inp, G_kwargs=kw)
-               for k, lab, (_l, kind, src, inp, kw) in zip(keys, labels, built)]
+               for k, lab, (_l, kind, src, inp, kw, _k) in zip(keys, labels, built)]
     return methods, dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole run.
+
+def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, detector=None, detector_explicit=False,
+                   batch_size=16, cache_dir=None, sheet_count=8, num_workers=None, progress=True, rank=0,
+                   num_gpus=1, data_path=None):
+    """Evaluate every method under every protocol (mask spec) with every metric of `metrics`.
+
+    methods: from build_methods; dataset: the validation ImageDataset it returned; protocols: mask specs.
+    Returns on rank 0 a JSON-able dict (see report_files.write_results for the files made of it) plus the sheet
+    pictures under the key '_sheets'; None on the other ranks. Under DDP every rank must call this.
+    """
+    start = time.time()
+    from torch_utils.misc import resolve_device
+
+    device = resolve_device(device)
+    for spec in protocols:
+        check_mask_spec(spec, dataset.resolution, seed)  # a bad spec fails before any work
+    plan = plan_metrics(metrics, len(dataset))
+    check_stored_completions(methods, dataset, protocols, seed, plan)
+    opts = EasyDict(dataset=dataset, data_path=data_path, resolution=dataset.resolution, device=device,
+                    seed=int(seed), rank=rank, num_gpus=num_gpus, detector=detector, batch_size=int(batch_size),
+                    cache_dir=cache_dir, progress=progress, G_kwargs={},
+                    num_workers=(3 if device.type == "cuda" else 0) if num_workers is None else int(num_workers))
+    module, det_info = prepare_detector(opts, plan, len(dataset), detector_explicit)
+    real_stats = {}
+    if module is not None:
+        for name, (kind, count) in plan.items():
+            if kind == "fid":
+                real_stats[name] = compute_real_stats(opts, dataset, module, det_info.id, min(count, len(dataset)))
+    if not det_info.available:
+        plan = {name: (kind, count) for name, (kind, count) in plan.items() if kind not in DETECTOR_KINDS}
+        if not plan:
+            raise UserError(f"{det_info.note}; no metric left to compute (add a pix metric, e.g. pix2k)")
+    for method in methods:
+        method.inpainter = prepare_inpainter(method.inpainter)
+    # The sheet shows items that every pass inpaints anyway: the first ones, fewer if the set or the counts are small.
+    sheet_count = min(int(sheet_count), len(dataset), num_plan_items(plan))
+    outcome = Outcome()
+    for spec in protocols:
+        outcome.sheets[spec] = dict(inputs=_sheet_inputs(opts, spec, sheet_count), fakes={})
+        for method in methods:
+            out = evaluate_pass(opts, method, spec, plan, module, real_stats, sheet_count)
+            if rank != 0:
+                continue
+            outcome.figures.setdefault(method.key, {})[spec] = out.figures
+            outcome.rows.setdefault(method.key, {})[spec] = out.rows
+            outcome.hole_ratios[spec] = out.hole_ratio
+            outcome.sheets[spec]["fakes"][method.key] = out.sheet
+    if rank != 0:
+        return None
+    return _record(opts, methods, protocols, plan, det_info, outcome, time.time() - start)
 
 
 def plan_metrics(metrics, num_images):
@@ -99,23 +177,25 @@ def plan_metrics(metrics, num_images):
     return plan
 
 
-def code_version():
-    """`git describe --always --dirty` of this checkout, or 'unknown' outside a git work tree."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        out = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+def num_plan_items(plan):
+    """Items per protocol that a run of `plan` inpaints: the largest metric count."""
+    return max(count for _kind, count in plan.values())
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_stored_completions(methods, dataset, protocols, seed, plan):
+    """Check every --results folder against this run's protocol (hash, file set, sizes) before any work."""
+    stored = [m for m in methods if m.kind == "results"]
+    if not stored:
+        return
+    from metrics.protocol_export import describe_protocol
+
+    expected = describe_protocol(dataset, protocols, seed, num_plan_items(plan))
+    for method in stored:
+        method.inpainter.check(expected)
+        method.info = dict(protocol_hash=expected["protocol_hash"], manifest=method.inpainter.manifest_path,
+                           composited=True)
+
+
 
 
 def prepare_detector(opts, plan, num_images, detector_explicit):
@@ -131,20 +211,20 @@ def prepare_detector(opts, plan, num_images, detector_explicit):
     if not wanted:
         return None, EasyDict(available=False, note="FID and P-IDS/U-IDS not requested (--metrics)")
     try:
-        module, detector_id = metric_utils.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
-                                                         opts.num_gpus)
-    except metric_utils.DetectorError as err:
+        module, detector_id = detector_loader.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
+                                                            opts.num_gpus)
+    except detector_loader.DetectorError as err:
         if detector_explicit:
             raise
         return None, EasyDict(available=False, note=f"FID and P-IDS/U-IDS not computed: no detector ({err})")
     probe = torch.zeros([1, 3, 32, 32], dtype=torch.uint8, device=opts.device)
-    num_features = metric_utils.detector_features(module, probe).shape[1]
+    num_features = detector_loader.detector_features(module, probe).shape[1]
     for name, (kind, count) in plan.items():
         if kind == "ids":
             check_ids_size(name, count, num_images, num_features)
-    source = metric_utils.resolve_detector_source(opts.detector)
-    path = source if os.path.isfile(source) else metric_utils.download_cached(source, opts.cache_dir)
-    return module, EasyDict(available=True, source=source, id=detector_id, sha256=_file_sha256(path),
+    source = detector_loader.resolve_detector_source(opts.detector)
+    path = source if os.path.isfile(source) else detector_loader.download_cached(source, opts.cache_dir)
+    return module, EasyDict(available=True, source=source, id=detector_id, sha256=file_sha256(path),
                             num_features=int(num_features), note=None)
 
 
@@ -163,21 +243,7 @@ class _Collector:
 
     def gather(self, opts):
         rows = np.stack(self.rows) if self.rows else np.zeros([0, 0])
-        return metric_utils.gather_rows(opts, self.idx, rows)
-
-
-def _gather_objects(opts, obj):
-    """Rank 0 gets the merged dicts of all ranks; the others get None."""
-    if not metric_utils.ddp_active(opts):
-        return obj
-    parts = [None] * opts.num_gpus
-    torch.distributed.all_gather_object(parts, obj)
-    if opts.rank != 0:
-        return None
-    merged = {}
-    for part in parts:
-        merged.update(part)
-    return merged
+        return gather_rows(opts, self.idx, rows)
 
 
 def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
@@ -190,7 +256,7 @@ def _pass_values(plan, pix_rows, fake_feats, real_feats, real_stats):
         if kind == "pix":
             res = pixel_metrics.summarize_rows(pix_rows[:count])
         elif kind == "fid" and fake_feats is not None:
-            fake = metric_utils.FeatureStats(capture_mean_cov=True)
+            fake = FeatureStats(capture_mean_cov=True)
             fake.append(fake_feats[:count])
             res = {"fid": fid_from_stats(*real_stats[name].get_mean_cov(), *fake.get_mean_cov())}
         elif kind == "ids" and fake_feats is not None:
@@ -207,24 +273,24 @@ def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
     metric of `plan` on its share of them. Rank 0 returns EasyDict(figures, rows, hole_ratio, sheet); others None.
     rows: the per-item pixel rows (pixel_metrics.ROW_FIELDS) of the largest pix count, for the hole-ratio plot.
     sheet: {item: fake uint8 [H, W, 3]} for items < sheet_count."""
-    num_items = max(count for _kind, count in plan.values())
+    num_items = num_plan_items(plan)
     n_pix = max([c for k, c in plan.values() if k == "pix"], default=0)
     n_feat = max([c for k, c in plan.values() if k in DETECTOR_KINDS], default=0) if detector is not None else 0
     n_real = max([c for k, c in plan.values() if k == "ids"], default=0) if detector is not None else 0
     pass_opts = EasyDict(opts, mask_spec=spec, G_kwargs=method.G_kwargs, progress=False)
     pix, fake_f, real_f, ratios = _Collector(), _Collector(), _Collector(), _Collector()
     sheet = {}
-    share = len(metric_utils.rank_indices(num_items, opts.rank, opts.num_gpus))
+    share = len(rank_indices(num_items, opts.rank, opts.num_gpus))
     tag = f"{method.label} | {spec}" + (f" (rank 0 of {opts.num_gpus})" if opts.num_gpus > 1 else "")
     bar = tqdm(total=share, desc=tag, unit="img", file=sys.stderr, leave=True,
                disable=not opts.progress or opts.rank != 0, dynamic_ncols=True)
-    for pairs in metric_utils.iterate_eval_pairs(pass_opts, method.inpainter, opts.dataset, num_items):
+    for pairs in iterate_eval_pairs(pass_opts, method.inpainter, opts.dataset, num_items):
         real, fake = pairs.real.cpu().numpy(), pairs.fake.cpu().numpy()
         masks = pairs.mask.cpu().numpy()[:, 0]
         keep_feat = [k for k, i in enumerate(pairs.indices) if i < n_feat]
-        feats = metric_utils.detector_features(detector, pairs.fake[keep_feat]) if keep_feat else None
+        feats = detector_loader.detector_features(detector, pairs.fake[keep_feat]) if keep_feat else None
         keep_real = [k for k, i in enumerate(pairs.indices) if i < n_real]
-        rfeats = metric_utils.detector_features(detector, pairs.real[keep_real]) if keep_real else None
+        rfeats = detector_loader.detector_features(detector, pairs.real[keep_real]) if keep_real else None
         for k, i in enumerate(pairs.indices):
             ratios.add(i, [1.0 - float(masks[k].mean(dtype=np.float64))])
             if i < n_pix:
@@ -238,7 +304,7 @@ def evaluate_pass(opts, method, spec, plan, detector, real_stats, sheet_count):
         bar.update(len(pairs.indices))
     bar.close()
     pix_rows, fake_feats, real_feats, ratios = (c.gather(opts) for c in (pix, fake_f, real_f, ratios))
-    sheet = _gather_objects(opts, sheet)
+    sheet = gather_dicts(opts, sheet)
     if opts.rank != 0:
         return None
     pix_rows = pix_rows.reshape(-1, len(pixel_metrics.ROW_FIELDS))
@@ -260,58 +326,28 @@ def _sheet_inputs(opts, spec, sheet_count):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The whole run.
+# The record: what results.json holds (report_files makes the other files of it).
 
-def run_comparison(methods, dataset, protocols, metrics, *, device, seed=0, detector=None, detector_explicit=False,
-                   batch_size=16, cache_dir=None, sheet_count=8, num_workers=None, progress=True, rank=0,
-                   num_gpus=1, data_path=None):
-    """Evaluate every method under every protocol (mask spec) with every metric of `metrics`.
+def _record(opts, methods, protocols, plan, det_info, outcome, total_time):
+    from metrics.baselines import BASELINE_METHODS
 
-    methods: from build_methods; dataset: the validation ImageDataset it returned; protocols: mask specs.
-    Returns on rank 0 a JSON-able dict (see report_files.write_results for the files made of it) plus the sheet
-    pictures under the key '_sheets'; None on the other ranks. Under DDP every rank must call this.
-    """
-    start = time.time()
-    from torch_utils.misc import resolve_device
-
-    device = resolve_device(device)
-    for spec in protocols:
-        metric_main._check_mask_spec(spec, dataset.resolution, seed)  # a bad spec fails before any work
-    plan = plan_metrics(metrics, len(dataset))
-    opts = EasyDict(dataset=dataset, resolution=dataset.resolution, device=device, seed=int(seed), rank=rank,
-                    num_gpus=num_gpus, detector=detector, batch_size=int(batch_size), cache_dir=cache_dir,
-                    progress=progress, G_kwargs={},
-                    num_workers=(3 if device.type == "cuda" else 0) if num_workers is None else int(num_workers))
-    module, det_info = prepare_detector(opts, plan, len(dataset), detector_explicit)
-    real_stats = {}
-    if module is not None:
-        for name, (kind, count) in plan.items():
-            if kind == "fid":
-                real_stats[name] = metric_utils.compute_real_stats(opts, dataset, module, det_info.id,
-                                                                   min(count, len(dataset)))
-    if not det_info.available:
-        plan = {name: (kind, count) for name, (kind, count) in plan.items() if kind not in DETECTOR_KINDS}
-        if not plan:
-            raise UserError(f"{det_info.note}; no metric left to compute (add a pix metric, e.g. pix2k)")
-    for method in methods:
-        method.inpainter = metric_utils.prepare_inpainter(method.inpainter)
-    # The sheet shows items that every pass inpaints anyway: the first ones, fewer if the set or the counts are small.
-    sheet_count = min(int(sheet_count), len(dataset), max(count for _kind, count in plan.values()))
-    results, rows, ratios, sheets = {}, {}, {}, {}
-    for spec in protocols:
-        sheets[spec] = dict(inputs=_sheet_inputs(opts, spec, sheet_count), fakes={})
-        for method in methods:
-            out = evaluate_pass(opts, method, spec, plan, module, real_stats, sheet_count)
-            if rank != 0:
-                continue
-            results.setdefault(method.key, {})[spec] = out.figures
-            rows.setdefault(method.key, {})[spec] = out.rows
-            ratios[spec] = out.hole_ratio
-            sheets[spec]["fakes"][method.key] = out.sheet
-    if rank != 0:
-        return None
-    return _record(methods, protocols, plan, dataset, data_path, seed, batch_size, det_info, results, rows, ratios,
-                   sheets, time.time() - start)
+    return dict(
+        protocol=dict(data=str(opts.data_path or opts.dataset.path), num_images=len(opts.dataset),
+                      resolution=opts.resolution, seed=opts.seed, batch=opts.batch_size,
+                      metrics={n: dict(kind=k, num_items=c) for n, (k, c) in plan.items()},
+                      masks=[dict(spec=spec, mean_hole_ratio=outcome.hole_ratios.get(spec)) for spec in protocols],
+                      items=("item i: validation image i % num_images, mask eval_mask(spec, resolution, seed, i), "
+                             "latent / search seed from (seed, i); the same for every method"),
+                      composite=COMPOSITE_NOTE, detector=dict(det_info), code_version=code_version(),
+                      torch=torch.__version__, total_time_s=round(total_time, 1)),
+        methods=[dict(key=m.key, label=m.label, kind=m.kind, source=m.source,
+                      reference=BASELINE_METHODS[m.source].reference if m.kind == "baseline" else None,
+                      G_kwargs=m.G_kwargs, **m.info) for m in methods],
+        results=outcome.figures,
+        hole_buckets=dict(scheme=HOLE_PLOT_SCHEME, pooled_over=list(protocols),
+                          values=_pooled_buckets(methods, protocols, outcome.rows)),
+        _sheets=outcome.sheets,
+    )
 
 
 def _pooled_buckets(methods, protocols, rows):
@@ -333,26 +369,3 @@ def _pooled_buckets(methods, protocols, rows):
                 buckets[label] = fields
         pooled[method.key] = buckets
     return pooled
-
-
-def _record(methods, protocols, plan, dataset, data_path, seed, batch_size, det_info, results, rows, ratios, sheets,
-            total_time):
-    from metrics.baselines import BASELINE_METHODS
-
-    return dict(
-        protocol=dict(data=str(data_path or dataset.path), num_images=len(dataset), resolution=dataset.resolution,
-                      seed=int(seed), batch=int(batch_size), metrics={n: dict(kind=k, num_items=c)
-                                                                      for n, (k, c) in plan.items()},
-                      masks=[dict(spec=spec, mean_hole_ratio=ratios.get(spec)) for spec in protocols],
-                      items=("item i: validation image i % num_images, mask eval_mask(spec, resolution, seed, i), "
-                             "latent / search seed from (seed, i); the same for every method"),
-                      detector=dict(det_info), code_version=code_version(), torch=torch.__version__,
-                      total_time_s=round(total_time, 1)),
-        methods=[dict(key=m.key, label=m.label, kind=m.kind, source=m.source,
-                      reference=BASELINE_METHODS[m.source].reference if m.kind == "baseline" else None,
-                      G_kwargs=m.G_kwargs) for m in methods],
-        results=results,
-        hole_buckets=dict(scheme=HOLE_PLOT_SCHEME, pooled_over=list(protocols),
-                          values=_pooled_buckets(methods, protocols, rows)),
-        _sheets=sheets,
-    )

@@ -3,7 +3,10 @@
 import numpy as np
 import scipy.linalg
 
-from metrics import metric_utils
+from metrics.detector_loader import detector_features, load_detector
+from metrics.distributed import concat_rows, gather_rows
+from metrics.eval_set import iterate_eval_pairs
+from metrics.feature_stats import FeatureStats, compute_real_stats
 
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2):
@@ -19,7 +22,7 @@ def fid_from_features(real, fake):
     """FID of two feature matrices [N, F] (population covariance, as in stylegan2-ada-pytorch)."""
     stats = []
     for feats in (real, fake):
-        acc = metric_utils.FeatureStats(capture_mean_cov=True)
+        acc = FeatureStats(capture_mean_cov=True)
         acc.append(feats)
         stats.append(acc.get_mean_cov())
     return fid_from_stats(*stats[0], *stats[1])
@@ -28,17 +31,16 @@ def fid_from_features(real, fake):
 def compute_fid(opts, G, dataset, num_items):
     """Real statistics over the first min(N, len(dataset)) validation images (cached); fake statistics over N
     inpainted items (image i % len, mask eval_mask(spec, res, seed, i), z from (seed, i)). NaN on ranks != 0."""
-    detector, detector_id = metric_utils.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
-                                                       opts.num_gpus)
-    real_stats = metric_utils.compute_real_stats(opts, dataset, detector, detector_id, min(num_items, len(dataset)))
+    detector, detector_id = load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank, opts.num_gpus)
+    real_stats = compute_real_stats(opts, dataset, detector, detector_id, min(num_items, len(dataset)))
     all_idx, all_feats = [], []
-    for pairs in metric_utils.iterate_eval_pairs(opts, G, dataset, num_items):
+    for pairs in iterate_eval_pairs(opts, G, dataset, num_items):
         all_idx.extend(pairs.indices)
-        all_feats.append(metric_utils.detector_features(detector, pairs.fake))
-    feats = metric_utils.gather_rows(opts, all_idx, metric_utils.concat_rows(all_feats))
+        all_feats.append(detector_features(detector, pairs.fake))
+    feats = gather_rows(opts, all_idx, concat_rows(all_feats))
     if opts.rank != 0:
         return {"fid": float("nan")}
-    fake_stats = metric_utils.FeatureStats(capture_mean_cov=True)
+    fake_stats = FeatureStats(capture_mean_cov=True)
     fake_stats.append(feats)
     return {"fid": fid_from_stats(*real_stats.get_mean_cov(), *fake_stats.get_mean_cov())}
 

@@ -6,7 +6,9 @@ import sklearn.svm
 import torch
 
 from dnnlib import UserError
-from metrics import metric_utils
+from metrics.detector_loader import detector_features, load_detector
+from metrics.distributed import concat_rows, gather_rows
+from metrics.eval_set import iterate_eval_pairs
 from metrics.frechet_inception_distance import fid_from_features
 
 
@@ -46,18 +48,17 @@ def check_ids_size(metric, num_items, num_images, num_features):
 
 def compute_ids(opts, G, dataset, num_items):
     """P-IDS, U-IDS and FID over N paired items (real image i % len, its inpainted version). NaN on ranks != 0."""
-    detector, _detector_id = metric_utils.load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank,
-                                                        opts.num_gpus)
+    detector, _detector_id = load_detector(opts.detector, opts.device, opts.cache_dir, opts.rank, opts.num_gpus)
     probe = torch.zeros([1, 3, 32, 32], dtype=torch.uint8, device=opts.device)
     check_ids_size(f"ids{num_items}", num_items, len(dataset),
-                   metric_utils.detector_features(detector, probe).shape[1])
+                   detector_features(detector, probe).shape[1])
     all_idx, rows = [], []
-    for pairs in metric_utils.iterate_eval_pairs(opts, G, dataset, num_items):
+    for pairs in iterate_eval_pairs(opts, G, dataset, num_items):
         all_idx.extend(pairs.indices)
-        real = metric_utils.detector_features(detector, pairs.real)
-        fake = metric_utils.detector_features(detector, pairs.fake)
+        real = detector_features(detector, pairs.real)
+        fake = detector_features(detector, pairs.fake)
         rows.append(np.concatenate([real, fake], axis=1))  # one row per pair keeps them paired through the gather
-    both = metric_utils.gather_rows(opts, all_idx, metric_utils.concat_rows(rows))
+    both = gather_rows(opts, all_idx, concat_rows(rows))
     if opts.rank != 0:
         return {"pids": float("nan"), "uids": float("nan"), "fid": float("nan")}
     real, fake = np.split(both, 2, axis=1)

@@ -9,7 +9,8 @@ import time
 import torch
 
 from dnnlib import EasyDict, UserError
-from metrics import metric_utils
+from metrics.distributed import ddp_active
+from metrics.eval_set import check_mask_spec, open_eval_dataset, prepare_inpainter
 from torch_utils.misc import resolve_device
 
 _metric_kinds = {}  # kind name -> fn(opts) -> dict of values; opts.num_items is None for `<kind>_full`
@@ -83,13 +84,6 @@ def pix(opts):
 # ---------------------------------------------------------------------------------------------------------------------
 # Running and reporting.
 
-def _check_mask_spec(mask_spec, resolution, seed):
-    """Draw item 0's mask now, so a malformed spec fails before any image or detector is loaded."""
-    from data.masks import eval_mask
-
-    eval_mask(mask_spec, resolution, seed, 0)
-
-
 def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_gpus=1, detector=None,
                 batch_size=16, cache_dir=None, G_kwargs=None, progress=False,
                 num_workers=None):
@@ -112,17 +106,17 @@ def calc_metric(metric, *, G, data_path, mask_spec, device, seed=0, rank=0, num_
     start = time.time()
     device = resolve_device(device)
     resolution = getattr(G, "img_resolution", None)
-    dataset = metric_utils.open_eval_dataset(data_path, resolution)
+    dataset = open_eval_dataset(data_path, resolution)
     resolution = dataset.resolution
-    _check_mask_spec(mask_spec, resolution, seed)
+    check_mask_spec(mask_spec, resolution, seed)
     num_items = len(dataset) if num_items is None else num_items
-    opts = EasyDict(G=metric_utils.prepare_inpainter(G), G_kwargs=dict(G_kwargs or {}), dataset=dataset,
+    opts = EasyDict(G=prepare_inpainter(G), G_kwargs=dict(G_kwargs or {}), dataset=dataset,
                     mask_spec=mask_spec, resolution=resolution, device=device, seed=int(seed), rank=rank,
                     num_gpus=num_gpus, detector=detector, batch_size=int(batch_size), cache_dir=cache_dir,
                     num_items=num_items, progress=progress,
                     num_workers=(3 if device.type == "cuda" else 0) if num_workers is None else int(num_workers))
     values = _metric_kinds[kind](opts)
-    if metric_utils.ddp_active(opts):
+    if ddp_active(opts):
         torch.distributed.barrier()  # nobody races ahead into the next metric while rank 0 fits the SVM
     results = EasyDict({(metric if key == kind else f"{metric}_{key}"): value for key, value in values.items()})
     total_time = time.time() - start

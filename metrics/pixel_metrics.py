@@ -11,7 +11,8 @@ test/demo sets) use the largest odd uniform window that fits, at least 3: such n
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from metrics import metric_utils
+from metrics.distributed import gather_rows
+from metrics.eval_set import iterate_eval_pairs
 
 ROW_FIELDS = ("hole_ratio", "l1_hole", "l1", "psnr", "ssim", "center")
 VALUE_FIELDS = ("l1_hole", "l1", "psnr", "ssim")
@@ -95,11 +96,11 @@ def summarize_rows(rows):
 def compute_pixel_metrics(opts, G, dataset, num_items):
     """Pixel metrics over N inpainted items. Loads no detector. Empty dict on ranks != 0."""
     all_idx, rows = [], []
-    for pairs in metric_utils.iterate_eval_pairs(opts, G, dataset, num_items):
+    for pairs in iterate_eval_pairs(opts, G, dataset, num_items):
         real, fake, mask = pairs.real.cpu().numpy(), pairs.fake.cpu().numpy(), pairs.mask.cpu().numpy()
         all_idx.extend(pairs.indices)
         rows.extend(pixel_row(real[k], fake[k], mask[k, 0]) for k in range(len(pairs.indices)))
-    rows = metric_utils.gather_rows(opts, all_idx, np.asarray(rows, np.float64).reshape(-1, len(ROW_FIELDS)))
+    rows = gather_rows(opts, all_idx, np.asarray(rows, np.float64).reshape(-1, len(ROW_FIELDS)))
     if opts.rank != 0:
         return {}
     return summarize_rows(rows)

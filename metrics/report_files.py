@@ -22,6 +22,8 @@ KIND_COLUMNS = {
     "pix": [("l1_hole", "L1 hole", "{:.4f}", "lower", 1.0), ("l1", "L1", "{:.4f}", "lower", 1.0),
             ("psnr", "PSNR", "{:.2f}", "higher", 1.0), ("ssim", "SSIM", "{:.4f}", "higher", 1.0)],
 }
+STORED_NOTE = ("completions read from files (--results) and composited with the known pixels before scoring, as "
+               "every method's output is")
 HOLE_PLOT_FIELDS = (("l1_hole", "L1 in the hole", "lower"), ("l1", "L1 whole image", "lower"),
                     ("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"))
 HOLE_PLOT_SIZE = (12.0, 3.4)  # inches; at HOLE_PLOT_DPI the PNG is exactly 1200 x 340 pixels
@@ -87,10 +89,18 @@ def table_notes(record):
              f"{proto['resolution']}x{proto['resolution']}, seed {proto['seed']}; {counts}.",
              f"Protocols: {masks}. Every method sees the same images, masks and latents.",
              "↓ lower is better, ↑ higher is better; **bold**: best in its column."]
+    stored = stored_labels(record)
+    if stored:
+        notes.append(f"{', '.join(stored)}: {STORED_NOTE}.")
     detector = proto["detector"]
     if detector.get("note"):
         notes.insert(0, f"**{detector['note']}.**")
     return notes
+
+
+def stored_labels(record):
+    """Labels of the rows scored from stored completions (--results)."""
+    return [m["label"] for m in record["methods"] if m.get("kind") == "results"]
 
 
 def format_value(value, fmt, scale):
@@ -133,6 +143,8 @@ def write_csv(path, record):
         out.append([label] + ["" if v is None else repr(v) for v in values])
     labels = [label for label, _v in tab["rows"]]
     out.append(["best"] + [";".join(labels[r] for r in sorted(best)) for best in tab["best"]])
+    if stored_labels(record):
+        out.append([f"# {', '.join(stored_labels(record))}: {STORED_NOTE}"])
     tmp = _tmp_name(path)
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(out)

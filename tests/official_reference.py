@@ -176,10 +176,12 @@ def G_mapping(latents, v, mapping_layers=8, mapping_lrmul=0.01, dlatent_broadcas
 
 
 def G_synthesis_co_mod_gan(dlatents, images, masks, v, resolution, dropout_keep=None, prefix="synthesis/",
-                           **nf_kwargs):
+                           style_mod=True, cond_mod=True, **nf_kwargs):
     """The 'skip' co-modulated synthesis with its encoder; returns the composite y*(1-mask) + images*mask.
 
-    dropout_keep: None = no dropout; else a 0/1 array [N, 2*nf(1)] of kept units (kept ones scaled by 2)."""
+    dropout_keep: None = no dropout; else a 0/1 array [N, 2*nf(1)] of kept units (kept ones scaled by 2).
+    style_mod / cond_mod: the official switches; the modulation vector of layer() and torgb() is the concatenation
+    of [dlatents[:, layer_idx]] if style_mod and [x_global] if cond_mod (this helper needs at least one)."""
     nf = nf_fn(**nf_kwargs)
     log2 = int(np.log2(resolution))
     images = np.asarray(images, np.float64)
@@ -207,14 +209,18 @@ def G_synthesis_co_mod_gan(dlatents, images, masks, v, resolution, dropout_keep=
         x = x * np.asarray(dropout_keep, np.float64) / 0.5
     x_global = x
 
+    def mod_vector(layer_idx):
+        parts = ([dlatents[:, layer_idx]] if style_mod else []) + ([x_global] if cond_mod else [])
+        return np.concatenate(parts, axis=1)
+
     def layer(x, layer_idx, scope, up=False):
-        mod = np.concatenate([dlatents[:, layer_idx], x_global], axis=1)
+        mod = mod_vector(layer_idx)
         x = modulated_conv2d_layer(x, mod, v, prefix + scope, up=up)
         x = x + np.asarray(var(f"noise{layer_idx}"), np.float64) * float(var(f"{scope}/noise_strength"))
         return apply_bias_act(x, var(f"{scope}/bias"), "lrelu")
 
     def torgb(x, y, res, scope):
-        mod = np.concatenate([dlatents[:, res * 2 - 3], x_global], axis=1)
+        mod = mod_vector(res * 2 - 3)
         t = apply_bias_act(modulated_conv2d_layer(x, mod, v, prefix + scope, demodulate=False), var(f"{scope}/bias"))
         return t if y is None else y + t
 
@@ -235,7 +241,8 @@ def G_synthesis_co_mod_gan(dlatents, images, masks, v, resolution, dropout_keep=
 
 def G_main(latents, images, masks, v, resolution, truncation_psi=None, dropout_keep=None, mapping_layers=8,
            **nf_kwargs):
-    """Inference G_main: mapping, optional truncation of all layers toward dlatent_avg, synthesis."""
+    """Inference G_main: mapping, optional truncation of all layers toward dlatent_avg, synthesis (nf_kwargs may
+    also carry style_mod / cond_mod)."""
     num_layers = int(np.log2(resolution)) * 2 - 2
     dlatents = G_mapping(latents, v, mapping_layers=mapping_layers, dlatent_broadcast=num_layers)
     if truncation_psi is not None:

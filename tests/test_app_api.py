@@ -3,7 +3,6 @@ exactly, and each bad input answered with a one-line 4xx while the server stays 
 
 import base64
 import json
-import os
 import re
 
 import numpy as np
@@ -14,7 +13,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 
 from app_lib.inputs import Limits  # noqa: E402
-from app_lib.server import WEB_DIR, create_app  # noqa: E402
+from app_lib.server import STATIC_DIR, create_app  # noqa: E402
 from app_lib.service import Service, offered_baselines  # noqa: E402
 from inference.inpaint import inpaint_image  # noqa: E402
 
@@ -77,6 +76,18 @@ def test_each_method_keeps_known_pixels_exactly(client, pair, method):
     assert res.status_code == 200, res.text
     assert res.headers["content-type"] == "image/png"
     _check_known_exact(decode_png(res.content), img, mask)
+
+
+def test_the_interactive_traditional_methods_are_offered_and_match_metrics_baselines(client, pair):
+    from metrics.baselines import inpaint_image as baseline_inpaint
+
+    ids = [m["id"] for m in client.get("/api/v1/model").json()["methods"]]
+    assert ids[1:] == ["telea", "ns", "patchmatch", "criminisi"]  # FSR and ShiftMap take too long for a request
+    img, mask = pair
+    res = _post(client, png_bytes(img), png_bytes(mask), method="criminisi")
+    assert res.status_code == 200, res.text
+    expected = baseline_inpaint("criminisi", img, (mask < 128).astype(np.float32))
+    np.testing.assert_array_equal(decode_png(res.content), expected)
 
 
 @pytest.mark.parametrize("fit", ["resize", "crop"])
@@ -259,8 +270,10 @@ def test_without_a_network_or_with_a_foreign_one(tmp_path, pair):
 def test_page_is_self_contained_and_documented(client):
     res = client.get("/")
     assert res.status_code == 200 and "default-src 'self'" in res.headers["content-security-policy"]
-    for name in os.listdir(WEB_DIR):
-        text = open(os.path.join(WEB_DIR, name), encoding="utf-8").read()
+    names = sorted(f.name for f in STATIC_DIR.iterdir())
+    assert names == ["app.js", "index.html", "style.css"]
+    for name in names:
+        text = STATIC_DIR.joinpath(name).read_text(encoding="utf-8")
         assert not re.search(r"https?://", text), (name, "the page must load nothing from outside")
     assert client.get("/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/../app_lib/server.py").status_code == 404

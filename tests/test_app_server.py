@@ -1,6 +1,6 @@
 """The web app as users meet it: `app.py` serving on a free localhost port, driven by headless Chromium through
-Playwright (open an image, paint a stroke, Inpaint, download a result), and a bounded load of concurrent requests
-that must all be answered correctly without the server's memory growing."""
+Playwright (open an image, paint a stroke, Inpaint, download a result; the API docs at /docs render offline), and a
+bounded load of concurrent requests that must all be answered correctly without the server's memory growing."""
 
 import concurrent.futures
 import http.client
@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 
 import numpy as np
@@ -165,6 +166,32 @@ def test_browser_paint_inpaint_download(server, tmp_path):
     np.testing.assert_array_equal(out[known], img[known])
     assert (out[~known] != img[~known]).any()
     assert (tmp_path / "app.png").stat().st_size > 10000
+
+
+def test_api_docs_render_offline(server):
+    """/docs draws Swagger UI from files this server sends: every request the page makes stays on 127.0.0.1."""
+    _chromium_or_skip()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            requested, errors = [], []
+            page.on("request", lambda req: requested.append(req.url))
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
+            page.goto(server["url"] + "docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=30000)
+            page.wait_for_selector(".opblock-summary-path[data-path='/api/v1/inpaint']", timeout=30000)
+            title = page.inner_text(".swagger-ui .info .title")
+            page.wait_for_load_state("networkidle")
+        finally:
+            browser.close()
+    assert "CoModGAN inpainting" in title
+    outside = [url for url in requested if urllib.parse.urlsplit(url).hostname != "127.0.0.1"
+               and not url.startswith(("data:", "blob:"))]
+    assert not outside, outside
+    assert any(url.endswith("/openapi.json") for url in requested) and not errors, (requested, errors)
 
 
 def _load_cases():

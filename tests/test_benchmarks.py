@@ -2,9 +2,10 @@
 
 import re
 
+import pytest
 from click.testing import CliRunner
 
-from benchmarks import baselines, generator, train_step
+from benchmarks import baselines, criminisi_search, generator, train_step
 
 
 def test_generator_benchmark_prints_time_flops_and_params():
@@ -53,3 +54,55 @@ def test_baselines_benchmark_prints_seconds_per_image():
     assert result.exit_code == 0, result.output
     rows = re.findall(r"^(\S+)\s+32\s+center\s+0\.25\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
     assert [r[0] for r in rows] == ["telea", "patchmatch"], result.output
+
+
+def test_baselines_benchmark_compares_with_patchmatch():
+    args = ["--resolution", "32", "--method", "criminisi", "--method", "patchmatch", "--mask", "center",
+            "--repeats", "1"]
+    result = CliRunner().invoke(baselines.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^criminisi\s+32\s+center\s+[\d.]+x$", result.output, re.M), result.output
+    assert not re.search(r"^patchmatch\s+32\s+center\s+[\d.]+x$", result.output, re.M)
+
+
+def test_criminisi_search_benchmark_prints_time_and_error_per_radius():
+    args = ["--resolution", "48", "--radius", "8", "--radius", "whole", "--mask", "center", "--masks", "1"]
+    result = CliRunner().invoke(criminisi_search.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^\s*(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
+    assert [r[0] for r in rows] == ["8", "whole"] and all(0 < float(r[2]) < 255 for r in rows), result.output
+    bad = CliRunner().invoke(criminisi_search.main, ["--radius", "wide"])
+    assert bad.exit_code == 2 and "'wide'" in bad.output
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_train_step_benchmark_compares_augmentation_with_noaug():
+    args = ["--aug-p", "1", "--steps", "1", "--batch", "2", "--batch-gpu", "2"]
+    result = CliRunner().invoke(train_step.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^(noaug|p=1)\s+([\d.]+)\s+([\d.]+)$", result.output, re.M)
+    assert [r[0] for r in rows] == ["noaug", "p=1"], result.output
+    assert rows[0][2] == "1.000" and all(float(r[1]) > 0 for r in rows)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_few_images_experiment_reports_on_finished_runs(tmp_path):
+    # Two very small runs stand in for the experiment's arms; --eval-only prints both of its tables from them.
+    from test_training import MICRO, opts_for
+
+    from benchmarks import few_images_overfit
+    from training.training_loop import launch
+
+    data = few_images_overfit.write_faces_zip(str(tmp_path / "faces.zip"), few_images_overfit.TRAIN_FACES)
+    for arm in few_images_overfit.ARMS:
+        extra = dict(aug="ada", ada_kimg=0.01) if arm == "ada" else {}
+        launch(opts_for(tmp_path, data, outdir=arm, kimg=0.016, tick_kimg=0.016, **extra), overrides=MICRO)
+    args = ["--outdir", str(tmp_path), "--eval-only", "--seeds", "2"]
+    result = CliRunner().invoke(few_images_overfit.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\s+0 \|\s+-?[\d.]+\s+-?[\d.]+\s+-?[\d.]+ \|\s+-?[\d.]+\s+-?[\d.]+\s+-?[\d.]+\s+[\d.]+$",
+                     result.output, re.M), result.output
+    rows = re.findall(r"^(noaug|ada)\s+(center|free-form)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
+                      result.output, re.M)
+    assert [(r[0], r[1]) for r in rows] == [(a, m) for a in ("noaug", "ada") for m in ("center", "free-form")]
+    assert all(0 < float(r[2]) < 1 and 0 < float(r[5]) < 1 for r in rows)

@@ -122,9 +122,10 @@ def test_pixel_only_run_needs_no_detector_and_says_so(files, tmp_path, monkeypat
 
 
 def test_bad_inputs_fail_before_any_work(files, tmp_path):
-    res = _invoke("--baseline", "telea,criminisi", "--data", files["zip32"], "--mask", "center", "--metrics", "pix2",
+    res = _invoke("--baseline", "telea,no-such-method", "--data", files["zip32"], "--mask", "center",
+                  "--metrics", "pix2",
                   "--outdir", tmp_path / "a")
-    assert res.exit_code == 2 and "criminisi" in res.output and "telea, ns, patchmatch, fsr-fast" in res.output
+    assert res.exit_code == 2 and "no-such-method" in res.output and "telea, ns, patchmatch, fsr-fast" in res.output
     zip16 = make_zip(tmp_path / "val16.zip", 4, 16)
     res = _invoke("--network", files["snap"], "--baseline", "telea", "--data", zip16, "--mask", "center",
                   "--metrics", "pix2", "--device", "cpu", "--outdir", tmp_path / "b")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -60,12 +61,31 @@ def test_demo_end_to_end_shortened(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "report.html" in proc.stdout
     report = (outdir / "report.md").read_text()
-    for method in ("CoModGAN tiny (ours)", "CoModGAN tiny + L1 (ours)", "Telea", "Navier-Stokes", "PatchMatch"):
+    with open(outdir / "comparison" / "results.json", encoding="utf-8") as f:
+        record = json.load(f)
+    specs = ("center", "free-form-small", "free-form-large")
+    figures = {m["label"]: [record["results"][m["key"]][spec][f"pix20_{name}"]
+                            for spec in specs for name in ("l1_hole", "l1", "psnr", "ssim")]
+               for m in record["methods"]}
+    assert list(figures) == ["CoModGAN tiny (ours)", "CoModGAN tiny + L1 (ours)", "Telea", "Navier-Stokes",
+                             "PatchMatch"]
+    for method, values in figures.items():  # the report's table shows the measured figures
         row = [line for line in report.splitlines() if line.startswith(f"| {method} |")]
         assert len(row) == 1, (method, report)
-        values = [float(v.strip(" *")) for v in row[0].strip("|").split("|")[1:]]
-        assert len(values) == 3 * 4 and all(np.isfinite(values))  # 3 protocols x (L1 hole, L1, PSNR, SSIM)
-        assert all(0 <= v <= 1 for v in values[0::4]) and all(v > 0 for v in values[2::4])
+        shown = [float(v.strip(" *")) for v in row[0].strip("|").split("|")[1:]]
+        assert len(shown) == 3 * 4  # 3 protocols x (L1 hole, L1, PSNR, SSIM)
+        assert np.allclose(shown, values, rtol=0, atol=[5e-5, 5e-5, 5e-3, 5e-5] * 3), (method, shown, values)
+    # The traditional methods fill 32x32 gray faces well (measured: L1 in the hole about 0.10, PSNR 21-27 dB);
+    # networks trained on 16 images fill noise, far behind them on every column (L1 in the hole about 0.3-0.4).
+    for base in ("Telea", "Navier-Stokes", "PatchMatch"):
+        assert all(0.02 < v < 0.2 for v in figures[base][0::4]) and all(18 < v < 35 for v in figures[base][2::4])
+    best_hole = {spec: min(figures[b][4 * i] for b in ("Telea", "Navier-Stokes", "PatchMatch"))
+                 for i, spec in enumerate(specs)}
+    for net in ("CoModGAN tiny (ours)", "CoModGAN tiny + L1 (ours)"):
+        for i, spec in enumerate(specs):
+            assert figures[net][4 * i] > 1.5 * best_hole[spec], (net, spec, figures[net])
+            verdict = f"{net}, {spec}: behind the best baseline on every column: L1 hole {figures[net][4 * i]:.4f} vs "
+            assert verdict + f"{best_hole[spec]:.4f}" in report, (verdict, report)
     for spec in ("center", "free-form-small", "free-form-large"):
         assert f"{spec} · PSNR ↑" in report
     assert "FID and P-IDS/U-IDS not requested" in report
@@ -78,9 +98,13 @@ def test_demo_end_to_end_shortened(tmp_path):
         assert len(list((outdir / "training-runs" / key).glob("*/network-snapshot-*.pt"))) >= 1
     html = (outdir / "report.html").read_text()
     assert html.count("<tr>") == 2 + 5 and "comparison-gan-center.png" in html and "comparison/sheet.png" in html
-    assert "better than every baseline" in report or "behind the best baseline" in report  # the verdict
-    assert report.count("Seed diversity: the 2 seeds' completions differ by a mean pairwise L1 of") == 4
-    assert report.count("Where the fills meet the face: a mean brightness step of") == 4
+    assert "better than every baseline" not in report
+    diversity = re.findall(r"Seed diversity: the 2 seeds' completions differ by a mean pairwise L1 of ([0-9.]+)",
+                           report)
+    assert len(diversity) == 4 and all(0 < float(d) < 1 for d in diversity)  # random noise: the seeds differ
+    steps = re.findall(r"a mean brightness step of ([0-9.]+) across the hole's edge \(the real faces: ([0-9.]+)\)",
+                       report)
+    assert len(steps) == 4 and all(0 < float(real) < 0.2 for _fill, real in steps)
     for key in ("gan", "gan-l1"):
         for spec in ("center", "free-form-large"):
             sheet = np.asarray(PIL.Image.open(outdir / f"comparison-{key}-{spec}.png"))
@@ -88,8 +112,6 @@ def test_demo_end_to_end_shortened(tmp_path):
             assert sheet.shape[0] > 5 * 32 * 4 and sheet.shape[1] > 7 * 32 * 4
             grids = [f for f in os.listdir(outdir / "generate" / key / spec) if f.endswith("-grid.png")]
             assert len(grids) == 5
-    with open(outdir / "comparison" / "results.json", encoding="utf-8") as f:
-        record = json.load(f)
     assert list(record["protocol"]["metrics"]) == ["pix20"] and len(record["methods"]) == 5
     for name in ("holes.png", "sheet.png", "results.csv"):
         assert (outdir / "comparison" / name).is_file()

@@ -8,7 +8,6 @@ import torch
 
 from inference import conv_plan, fast_path, fast_path_calibration
 from torch_utils import cpu_malloc
-from training import networks
 from training.networks import Discriminator, Generator, NetworkInputError
 
 TOLERANCE = 1e-4  # max abs difference allowed on the composited float32 output
@@ -288,16 +287,40 @@ def test_a_plain_generator_runs_the_reference_until_the_fast_path_is_attached(mo
     assert copy.deepcopy(G).fast_path is not None  # the EMA copy and metric copies keep it
 
 
-def test_summary_still_lists_every_layer(capsys):
-    networks.main(["--resolution", "32", "--channel-base", "256", "--channel-max", "16"])
-    out = capsys.readouterr().out
+def test_summary_still_lists_every_layer():
+    from click.testing import CliRunner
+
+    import network_summary
+
+    out = CliRunner().invoke(network_summary.main, ["--resolution", "32", "--channel-base", "256",
+                                                    "--channel-max", "16"]).output
     assert "synthesis.b32.conv0" in out and "encoder.b32.conv1" in out
 
 
 def test_malloc_tuning_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("COMODGAN_MALLOC_DEFAULT", "1")
-    assert cpu_malloc._apply() is False
-    assert isinstance(cpu_malloc.keep_large_allocations(), bool)
+    """The public keep_large_allocations() reads the opt-out on every call: set after the settings were applied,
+    it puts glibc's defaults back, and clearing it applies the heap settings again."""
+    calls = []
+    monkeypatch.setattr(cpu_malloc, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
+    monkeypatch.setattr(cpu_malloc._State, "settings", None)
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", False)
+    monkeypatch.setenv(cpu_malloc.OPT_OUT_ENV, "1")
+    assert cpu_malloc.keep_large_allocations() is False and calls == []  # opted out from the start: untouched
+    monkeypatch.delenv(cpu_malloc.OPT_OUT_ENV)
+    assert cpu_malloc.keep_large_allocations() is True
+    assert calls == [(cpu_malloc._M_TRIM_THRESHOLD, 1 << 30), (cpu_malloc._M_MMAP_MAX, 0)]
+    assert cpu_malloc.keep_large_allocations() is True and len(calls) == 2  # applied once, not on every forward
+    monkeypatch.setenv(cpu_malloc.OPT_OUT_ENV, "1")
+    assert cpu_malloc.keep_large_allocations() is False
+    assert calls[2:] == [(cpu_malloc._M_TRIM_THRESHOLD, 128 * 1024), (cpu_malloc._M_MMAP_MAX, 65536)]
+
+
+@pytest.mark.skipif(cpu_malloc._mallopt() is None, reason="no glibc mallopt on this platform")
+def test_malloc_tuning_applies_through_glibc(monkeypatch):
+    monkeypatch.setattr(cpu_malloc._State, "settings", None)
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", False)
+    monkeypatch.delenv(cpu_malloc.OPT_OUT_ENV, raising=False)
+    assert cpu_malloc.keep_large_allocations() is True
 
 
 def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
@@ -333,3 +356,21 @@ def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
     result = CliRunner().invoke(generate.main, ["--network", path, "--images", str(tmp_path), "--masks", "center",
                                                 "--outdir", str(tmp_path / "x"), "--impl", "fastest"])
     assert result.exit_code == 2 and "--impl" in result.output
+
+
+def test_cached_tensors_are_allocated_with_mmap_allowed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_malloc, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", True)
+    with cpu_malloc.outside_heap():
+        assert calls == [(cpu_malloc._M_MMAP_MAX, 65536)]
+    assert calls[-1] == (cpu_malloc._M_MMAP_MAX, 0)
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", False)  # opted out: malloc is left alone
+    with cpu_malloc.outside_heap():
+        pass
+    assert len(calls) == 2
+    cache = fast_path._Cache(None, torch.float32, conv_plan.Plan())
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", True)
+    cache.weight("w", lambda: torch.zeros(4))
+    cache.weight("w", lambda: torch.zeros(4))  # cached: no second preparation
+    assert len(calls) == 4

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from close_helpers import assert_rel_close
 from tf_pickle_maker import (
     FakeNetwork,
     dumps_official,
@@ -164,12 +165,6 @@ def _tf64(net):
     return {n: np.asarray(v, dtype=np.float64) for n, v in variables_of(net).items()}
 
 
-def _close(ours, theirs, tol=2e-4):
-    ours = ours.detach().double().numpy()
-    err = np.abs(ours - theirs).max() / (np.abs(theirs).max() + 1e-12)
-    assert err < tol, f"relative error {err:.2e}"
-
-
 @pytest.fixture(scope="module")
 def converted_G(official):
     G = Generator(**official["snapshot"]["G_kwargs"]).eval()
@@ -182,10 +177,11 @@ def test_dense_layers_match_tf(official, converted_G):
     rng = np.random.default_rng(1)
     z = rng.normal(size=[3, 32])
     ours = converted_G.mapping.fc0(torch.from_numpy(z).float())
-    _close(ours, np_dense(z, tf["mapping/Dense0/weight"], tf["mapping/Dense0/bias"], lrmul=0.01, act="lrelu"))
+    assert_rel_close(ours, np_dense(z, tf["mapping/Dense0/weight"], tf["mapping/Dense0/bias"], lrmul=0.01, act="lrelu"))
     code = rng.normal(size=[3, 32])
     ours = converted_G.synthesis.b4.fc(torch.from_numpy(code).float())
-    _close(ours, np_dense(code, tf["synthesis/G_4x4/Dense/weight"], tf["synthesis/G_4x4/Dense/bias"], act="lrelu"))
+    assert_rel_close(ours, np_dense(code, tf["synthesis/G_4x4/Dense/weight"], tf["synthesis/G_4x4/Dense/bias"],
+                                    act="lrelu"))
 
 
 @pytest.mark.parametrize("layer, scope, up", [("conv0", "G_8x8/Conv0_up", True), ("conv1", "G_8x8/Conv1", False)])
@@ -200,7 +196,7 @@ def test_modulated_conv_matches_tf(official, converted_G, layer, scope, up):
     theirs = np_modulated_layer(x, mod, tf, f"synthesis/{scope}", up=up, noise=tf[f"synthesis/noise{noise_index}"])
     with torch.no_grad():
         ours = module(torch.from_numpy(x).float(), torch.from_numpy(mod).float(), noise_mode="const")
-    _close(ours, theirs)
+    assert_rel_close(ours, theirs)
 
 
 def test_torgb_and_discriminator_conv_match_tf(official, converted_G):
@@ -210,7 +206,7 @@ def test_torgb_and_discriminator_conv_match_tf(official, converted_G):
     mod = rng.normal(size=[2, 64])
     with torch.no_grad():
         ours = converted_G.synthesis.b8.torgb(torch.from_numpy(x).float(), torch.from_numpy(mod).float())
-    _close(ours, np_modulated_layer(x, mod, tf, "synthesis/G_8x8/ToRGB", demodulate=False))
+    assert_rel_close(ours, np_modulated_layer(x, mod, tf, "synthesis/G_8x8/ToRGB", demodulate=False))
 
     tf_d = _tf64(official["nets"][1])
     D = Discriminator(**official["snapshot"]["D_kwargs"]).eval()
@@ -218,7 +214,7 @@ def test_torgb_and_discriminator_conv_match_tf(official, converted_G):
     x = rng.normal(size=[2, 8, 32, 32])
     with torch.no_grad():
         ours = D.b32.conv1(torch.from_numpy(x).float())
-    _close(ours, np_conv_down(x, tf_d["32x32/Conv1_down/weight"], tf_d["32x32/Conv1_down/bias"]))
+    assert_rel_close(ours, np_conv_down(x, tf_d["32x32/Conv1_down/weight"], tf_d["32x32/Conv1_down/bias"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import mask_tool
 from data import masks
 from data.masks import (
     HOLE_BUCKETS,
@@ -300,7 +301,7 @@ def test_bucket_labels():
 
 def test_cli_histogram_preview_and_saved_masks_round_trip(tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(masks.main, ["--spec", "free-form", "--resolution", "32", "--count", "30",
+    result = CliRunner().invoke(mask_tool.main, ["--spec", "free-form", "--resolution", "32", "--count", "30",
                                              "--seed", "4", "--out", str(out), "--save-masks"])
     assert result.exit_code == 0, result.output
     assert "comodgan buckets:" in result.output and "80-100%" in result.output and "50-60%" in result.output
@@ -317,5 +318,5 @@ def test_cli_histogram_preview_and_saved_masks_round_trip(tmp_path):
 
 
 def test_cli_bad_spec_exits_2(tmp_path):
-    result = CliRunner().invoke(masks.main, ["--spec", "blob", "--resolution", "32", "--out", str(tmp_path)])
+    result = CliRunner().invoke(mask_tool.main, ["--spec", "blob", "--resolution", "32", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "error: mask spec 'blob'" in result.output

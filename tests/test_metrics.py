@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
 from dnnlib import UserError
-from metrics import metric_main, metric_utils, pixel_metrics
+from metrics import detector_loader, metric_main, pixel_metrics
 from metrics.baselines import BASELINE_METHODS, DEFAULT_BASELINES, inpaint_image, list_baselines, make_baseline
+from metrics.feature_stats import FeatureStats
 from metrics.frechet_inception_distance import fid_from_features, fid_from_stats
 from metrics.inception_discriminative_score import ids_from_features
 
@@ -97,7 +98,7 @@ def val_zip(tmp_path_factory):
 def test_feature_stats_mean_cov_match_numpy(tmp_path):
     rng = np.random.default_rng(1)
     batches = [rng.normal(3.0, 2.0, size=[n, 6]) for n in (5, 17, 40)]
-    stats = metric_utils.FeatureStats(capture_all=True, capture_mean_cov=True)
+    stats = FeatureStats(capture_all=True, capture_mean_cov=True)
     for b in batches:
         stats.append(b)
     allx = np.concatenate(batches)
@@ -108,10 +109,10 @@ def test_feature_stats_mean_cov_match_numpy(tmp_path):
     np.testing.assert_array_equal(stats.get_all(), allx)
     with pytest.raises(ValueError, match="features"):
         stats.append(np.zeros([2, 5]))
-    saved = metric_utils.FeatureStats(capture_mean_cov=True)
+    saved = FeatureStats(capture_mean_cov=True)
     saved.append(allx)
     saved.save(str(tmp_path / "s.npz"))
-    loaded = metric_utils.FeatureStats.load(str(tmp_path / "s.npz"))
+    loaded = FeatureStats.load(str(tmp_path / "s.npz"))
     np.testing.assert_allclose(loaded.get_mean_cov()[1], cov, rtol=1e-9, atol=1e-12)
     assert os.listdir(tmp_path) == ["s.npz"]  # no temp file left behind
 
@@ -220,18 +221,18 @@ def test_buckets_assign_known_masks_and_center_holes():
 # Detector loading.
 
 def test_detector_loads_and_bad_files_give_clear_errors(tmp_path, tiny_detector, monkeypatch):
-    module, detector_id = metric_utils.load_detector(tiny_detector, "cpu")
+    module, detector_id = detector_loader.load_detector(tiny_detector, "cpu")
     assert detector_id.startswith("tiny-detector-")
-    feats = metric_utils.detector_features(module, torch.zeros([2, 3, 24, 24], dtype=torch.uint8))
+    feats = detector_loader.detector_features(module, torch.zeros([2, 3, 24, 24], dtype=torch.uint8))
     assert feats.shape == (2, 4)
     monkeypatch.setenv("COMODGAN_DETECTOR", tiny_detector)
-    assert metric_utils.load_detector(None, "cpu")[0] is module
+    assert detector_loader.load_detector(None, "cpu")[0] is module
     corrupt = tmp_path / "inception-2015-12-05.pt"
     corrupt.write_bytes(b"\x00not a torchscript file" * 10)
-    with pytest.raises(metric_utils.DetectorError, match="inception-2015-12-05.pt.*not a loadable TorchScript"):
-        metric_utils.load_detector(str(corrupt), "cpu")
+    with pytest.raises(detector_loader.DetectorError, match="inception-2015-12-05.pt.*not a loadable TorchScript"):
+        detector_loader.load_detector(str(corrupt), "cpu")
     with pytest.raises(UserError, match="no such file"):
-        metric_utils.load_detector(str(tmp_path / "missing.pt"), "cpu")
+        detector_loader.load_detector(str(tmp_path / "missing.pt"), "cpu")
 
     class NoFeatures(torch.nn.Module):
         def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -239,8 +240,8 @@ def test_detector_loads_and_bad_files_give_clear_errors(tmp_path, tiny_detector,
 
     wrong = tmp_path / "wrong.pt"
     torch.jit.script(NoFeatures()).save(str(wrong))
-    with pytest.raises(metric_utils.DetectorError, match="wrong.pt"):
-        metric_utils.load_detector(str(wrong), "cpu")
+    with pytest.raises(detector_loader.DetectorError, match="wrong.pt"):
+        detector_loader.load_detector(str(wrong), "cpu")
 
 
 class _FakeResponse:
@@ -271,19 +272,19 @@ def test_download_cache_retries_renames_atomically_and_reuses(tmp_path, monkeypa
         return _FakeResponse(b"detector-bytes")
 
     monkeypatch.setattr(requests, "get", fake_get)
-    monkeypatch.setattr(metric_utils.time, "sleep", lambda s: None)
+    monkeypatch.setattr(detector_loader.time, "sleep", lambda s: None)
     url = "https://example.invalid/metrics/inception-2015-12-05.pt"
-    path = metric_utils.download_cached(url, str(tmp_path))
+    path = detector_loader.download_cached(url, str(tmp_path))
     assert open(path, "rb").read() == b"detector-bytes" and path.endswith("inception-2015-12-05.pt")
     assert len(calls) == 2 and os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
-    assert metric_utils.download_cached(url, str(tmp_path)) == path and len(calls) == 2  # cached: no request
+    assert detector_loader.download_cached(url, str(tmp_path)) == path and len(calls) == 2  # cached: no request
 
     def always_fail(url, stream, timeout):
         raise requests.ConnectionError("offline")
 
     monkeypatch.setattr(requests, "get", always_fail)
-    with pytest.raises(metric_utils.DetectorError, match="other.pt.*--detector"):
-        metric_utils.download_cached("https://example.invalid/other.pt", str(tmp_path), retries=2)
+    with pytest.raises(detector_loader.DetectorError, match="other.pt.*--detector"):
+        detector_loader.download_cached("https://example.invalid/other.pt", str(tmp_path), retries=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

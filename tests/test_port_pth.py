@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from close_helpers import assert_rel_close
 from port_state_dict_maker import make_port_state_dict, port_generator_keys
 
 import generate
@@ -188,18 +189,12 @@ def _p64(state):
     return {k: v.double().numpy() for k, v in state.items()}
 
 
-def _close(ours, theirs, tol=2e-4):
-    ours = ours.detach().double().numpy()
-    err = np.abs(ours - theirs).max() / (np.abs(theirs).max() + 1e-12)
-    assert err < tol, f"relative error {err:.2e}"
-
-
 def test_mapping_dense_layer_matches_the_port(port, converted_G):
     p = _p64(port["state"])
     z = np.random.default_rng(1).normal(size=[3, 32])
     ours = converted_G.mapping.fc0(torch.from_numpy(z).float())
-    _close(ours, np_equal_linear(z, p["G_mapping.G_mapping.Dense0.weight"], p["G_mapping.G_mapping.Dense0.bias"],
-                                 lr_mul=0.01, activation=True))
+    assert_rel_close(ours, np_equal_linear(z, p["G_mapping.G_mapping.Dense0.weight"],
+                                           p["G_mapping.G_mapping.Dense0.bias"], lr_mul=0.01, activation=True))
 
 
 def test_w_avg_is_the_ports_mean_latent_with_a_fixed_seed(port):
@@ -209,7 +204,7 @@ def test_w_avg_is_the_ports_mean_latent_with_a_fixed_seed(port):
     for i in range(8):
         x = np_equal_linear(x, p[f"G_mapping.G_mapping.Dense{i}.weight"], p[f"G_mapping.G_mapping.Dense{i}.bias"],
                             lr_mul=0.01, activation=True)
-    _close(port["snapshot"]["G_ema"]["mapping.w_avg"], x.mean(axis=0))
+    assert_rel_close(port["snapshot"]["G_ema"]["mapping.w_avg"], x.mean(axis=0))
 
 
 @pytest.mark.parametrize("layer, scope, up", [("conv0", "Conv0_up", True), ("conv1", "Conv1", False)])
@@ -223,7 +218,7 @@ def test_modulated_conv_matches_the_port(port, converted_G, layer, scope, up):
     theirs = np_styled_conv(x, mod, noise, p, f"G_synthesis.G_16x16.{scope}", upsample=up)
     with torch.no_grad():
         ours = module(torch.from_numpy(x).float(), torch.from_numpy(mod).float(), noise_mode="const")
-    _close(ours, theirs)
+    assert_rel_close(ours, theirs)
 
 
 def test_to_rgb_with_its_skip_matches_the_port(port, converted_G):
@@ -237,7 +232,7 @@ def test_to_rgb_with_its_skip_matches_the_port(port, converted_G):
     with torch.no_grad():
         ours = block.torgb(torch.from_numpy(x).float(), torch.from_numpy(mod).float())
         ours = ours + upfirdn2d.upsample2d(torch.from_numpy(skip).float(), block.resample_filter)
-    _close(ours, theirs)
+    assert_rel_close(ours, theirs)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def _worker(rank, world_size, port, opts, overrides, out_dir):
     result = launch(opts, overrides=overrides)
     state = result.state
     torch.save({"G": state.G.state_dict(), "D": state.D.state_dict(), "G_ema": state.G_ema.state_dict(),
-                "cur_nimg": state.cur_nimg, "snapshot": result.snapshot},
+                "cur_nimg": state.cur_nimg, "snapshot": result.snapshot,
+                "augment_p": None if state.augment_pipe is None else state.augment_pipe.p},
                os.path.join(out_dir, f"rank{rank}.pt"))
 
 
@@ -48,3 +49,19 @@ def test_two_process_gloo_keeps_ranks_identical(tmp_path):
     assert snapshot["training_options"]["world_size"] == 2 and snapshot["training_options"]["batch_gpu"] == 2
     # Only rank 0 wrote: one run directory.
     assert len(os.listdir(tmp_path / "runs")) == 1
+
+
+def test_two_process_ada_moves_p_alike_on_every_rank(tmp_path):
+    # Each rank augments its own half of the batch with its own draws; the sign statistics are all-reduced, so
+    # the update after step 4 gives one p everywhere, and the weights stay identical.
+    from test_training import MICRO, make_zip, opts_for
+
+    data = make_zip(tmp_path / "tiny.zip")
+    opts = opts_for(tmp_path, data, kimg=0.016, tick_kimg=0.016, aug="ada", aug_p=0.5, ada_target=0.0,
+                    ada_kimg=0.1)
+    opts["batch_gpu"] = None
+    mp.spawn(_worker, args=(2, _free_port(), opts, MICRO, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["augment_p"] == ranks[1]["augment_p"] != 0.5
+    for name, tensor in ranks[0]["D"].items():
+        assert torch.equal(tensor, ranks[1]["D"][name]), f"D.{name} differs between ranks"

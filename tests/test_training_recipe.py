@@ -37,10 +37,9 @@ def data_zip(tmp_path_factory):
 
 
 def _config(cfg, resolution=None, **opts):
-    c = config.build_config(dict(cfg=cfg, data="x.zip", mask="center", outdir=".", **opts),
-                            overrides={k: v for k, v in MICRO.items() if k.endswith("_kwargs")})
-    config.set_resolution(c, resolution or c.resolution or 32)
-    return c
+    return config.build_config(dict(cfg=cfg, data="x.zip", mask="center", outdir=".", **opts),
+                               data_resolution=resolution or config.preset_resolution(cfg) or 32,
+                               overrides={k: v for k, v in MICRO.items() if k.endswith("_kwargs")})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,7 +66,7 @@ def test_optimizers_have_the_official_effective_lr_and_betas(cfg):
 def test_presets_resolve_to_the_official_recipe(cfg):
     c = _config(cfg, resolution={"celebahq256": 256, "celebahq512": 512}.get(cfg))
     assert (c.truncation_psi, c.ema_rampup, c.ema_kimg, c.g_reg_interval, c.d_reg_interval) == (0.5, None, 10.0, 4, 16)
-    assert (c.gamma, c.style_mixing_prob, c.batch, c.lr, c.betas) == (10.0, 0.5, 32, 0.002, [0.0, 0.99])
+    assert (c.gamma, c.style_mixing_prob, c.batch, c.lr, c.betas) == (10.0, 0.5, 32, 0.002, (0.0, 0.99))
 
 
 def test_the_default_round_divides_each_processs_batch():

@@ -16,23 +16,29 @@ import numpy as np
 EVIL_SRC_TEMPLATE = "open({path!r}, 'w').write('build_module_src was executed')\n"
 
 
+# Static kwargs that the official run_training.py sets on G only (--disable-style-mod, --disable-cond-mod).
+G_ONLY_KWARGS = ("style_mod", "cond_mod")
+
+
 def nf_official(stage, fmap_base, fmap_max, fmap_min=1, fmap_decay=1.0):
     """Feature count of the official code: np.clip(int(fmap_base / 2**(stage*decay)), fmap_min, fmap_max)."""
     return int(np.clip(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_min, fmap_max))
 
 
 def official_variables(resolution, num_channels=3, fmap_base=16384, fmap_max=512, latent_size=512,
-                       dlatent_size=512, mapping_layers=8, mapping_fmaps=512):
+                       dlatent_size=512, mapping_layers=8, mapping_fmaps=512, style_mod=True, cond_mod=True):
     """Variable (name, shape) lists of every official network, in TF creation order.
 
     Returns {'G': own, 'G/mapping': [...], 'G/synthesis': [...], 'D': [...]}; shapes in TF layout
-    (conv [k, k, in, out], dense [in, out], scalars []).
+    (conv [k, k, in, out], dense [in, out], scalars []). `style_mod` / `cond_mod` (the official ablation switches)
+    set what the modulation vector of layer() and torgb() concatenates: [dlatent] and/or [x_global, 2*nf(1)];
+    with neither, modulated_conv2d_layer gets y=None and creates no mod_weight / mod_bias.
     """
     log2 = int(np.log2(resolution))
     def nf(stage):
         return nf_official(stage, fmap_base, fmap_max)
     num_layers = log2 * 2 - 2
-    mod = dlatent_size + nf(1) * 2
+    mod = dlatent_size * bool(style_mod) + nf(1) * 2 * bool(cond_mod)
     c_in = num_channels + 1  # mask - 0.5 and the (masked) image
 
     own = [("lod", []), ("dlatent_avg", [dlatent_size])]
@@ -54,8 +60,9 @@ def official_variables(resolution, num_channels=3, fmap_base=16384, fmap_max=512
             ("G_4x4/Dense/weight", [nf(1) * 2, nf(1) * 16]), ("G_4x4/Dense/bias", [nf(1) * 16])]
 
     def modconv(scope, fin, fout, k, noise=True):
-        out = [(f"{scope}/weight", [k, k, fin, fout]), (f"{scope}/mod_weight", [mod, fin]),
-               (f"{scope}/mod_bias", [fin])]
+        out = [(f"{scope}/weight", [k, k, fin, fout])]
+        if mod:
+            out += [(f"{scope}/mod_weight", [mod, fin]), (f"{scope}/mod_bias", [fin])]
         if noise:
             out.append((f"{scope}/noise_strength", []))
         return out + [(f"{scope}/bias", [fout])]
@@ -151,7 +158,7 @@ def make_official_states(resolution, seed=0, marker_path="/nonexistent/marker", 
     static = dict(num_channels=3, resolution=resolution, label_size=0, pix2pix=False)
     static.update(kwargs)
     shape_kwargs = {k: v for k, v in static.items() if k in ("num_channels", "fmap_base", "fmap_max",
-                    "latent_size", "dlatent_size", "mapping_layers", "mapping_fmaps")}
+                    "latent_size", "dlatent_size", "mapping_layers", "mapping_fmaps", *G_ONLY_KWARGS)}
     names = official_variables(resolution, **shape_kwargs)
     src = EVIL_SRC_TEMPLATE.format(path=str(marker_path))
 
@@ -168,7 +175,9 @@ def make_official_states(resolution, seed=0, marker_path="/nonexistent/marker", 
                                   components={"synthesis": syn, "mapping": mapping}))
 
     G = generator("G")
-    D = FakeNetwork(_state("D", "D_co_mod_gan", static, variables("D"), src))
+    # run_training.py puts the ablation switches into G's arguments only; D is built from its own.
+    D_static = {k: v for k, v in static.items() if k not in G_ONLY_KWARGS}
+    D = FakeNetwork(_state("D", "D_co_mod_gan", D_static, variables("D"), src))
     Gs = generator("Gs")
     return G, D, Gs
 

@@ -6,7 +6,8 @@ source and header in ops_cuda/ (plus the torch / CUDA / Python versions), and lo
 folder beside it and renames that into place atomically, so concurrent or interrupted builds never leave a
 half-written cache entry. Any failure gives exactly one warning saying why and how to clear the cache; the ops
 then use their pure-PyTorch reference. `COMODGAN_OPS_REF=1` forces the reference everywhere;
-`COMODGAN_OPS_CACHE` overrides the cache folder (default ~/.cache/comodgan-pytorch/ops).
+`COMODGAN_OPS_CACHE` overrides the cache folder (default ~/.cache/comodgan-pytorch/ops). SOURCE_DIR names the
+sources' folder.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
+import pathlib
 import platform
 import shutil
 import sys
@@ -25,7 +27,10 @@ import torch
 
 FORCE_REF_ENV = "COMODGAN_OPS_REF"
 CACHE_ENV = "COMODGAN_OPS_CACHE"
-SOURCE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ops_cuda")
+# Where the CUDA sources live: ops_cuda/ at the repository root, beside this package, because the layout keeps the
+# kernels apart from their Python faces (torch_utils/ops/). This constant is the one place that knows it: the
+# build, its error messages and the tests all read SOURCE_DIR.
+SOURCE_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "ops_cuda")
 SOURCE_EXTS = (".cu", ".cpp")
 HEADER_EXTS = (".h", ".cuh")
 # torch.utils.cpp_extension adds -std=c++20 (what torch's headers want) to both compilers itself.

@@ -22,7 +22,7 @@ class CoModGANLoss:
     """
 
     def __init__(self, G, D, r1_gamma=10.0, style_mixing_prob=0.5, truncation_psi=0.5, pl_weight=0.0,
-                 pl_decay=0.01, pl_batch_shrink=2, l1_weight=0.0):
+                 pl_decay=0.01, pl_batch_shrink=2, l1_weight=0.0, augment_pipe=None):
         self.G = G                                  # Generator (not wrapped: gradients are all-reduced by hand)
         self.D = D                                  # Discriminator
         self.r1_gamma = float(r1_gamma)             # R1 weight; the penalty is |grad|^2 * gamma / 2
@@ -33,6 +33,7 @@ class CoModGANLoss:
         self.pl_batch_shrink = int(pl_batch_shrink)
         self.l1_weight = float(l1_weight)           # 0 in the published training
         self.pl_mean = None                         # lazily created on the right device
+        self.augment_pipe = augment_pipe            # training.augment.AugmentPipe (image and mask) or None
 
     # -- building blocks ------------------------------------------------------------------------------------
     def run_G(self, img, mask, z, update_emas=True):
@@ -54,6 +55,10 @@ class CoModGANLoss:
         return self.G(img, mask, ws=ws), ws
 
     def run_D(self, img, mask):
+        """D on what it is shown: with augmentation, the augmented image and its mask (reals, fakes and R1's
+        reals alike, as stylegan2-ada's run_D); gradients flow back to the un-augmented image."""
+        if self.augment_pipe is not None:
+            img, mask = self.augment_pipe(img, mask)
         return self.D(img, mask)
 
     # -- phases ---------------------------------------------------------------------------------------------
@@ -96,16 +101,18 @@ class CoModGANLoss:
         loss = F.softplus(fake_logits) + F.softplus(-real_logits)
         loss.mean().mul(gain).backward()
         return {"loss_D": loss.detach().sum(), "scores_fake": fake_logits.detach().sum(),
-                "scores_real": real_logits.detach().sum()}
+                "scores_real": real_logits.detach().sum(), "signs_real": real_logits.detach().sign().sum()}
 
     def d_r1(self, real_img, mask, gain=1.0):
-        """R1: gamma/2 * |dD(x)/dx|^2 on reals, gradient w.r.t. the image only (the mask is a detached input)."""
+        """R1: gamma/2 * |dD(x)/dx|^2 on reals, gradient w.r.t. the image only (the mask is a detached input),
+        and w.r.t. the image before augmentation, as stylegan2-ada takes it."""
         real = real_img.detach().requires_grad_(True)
         logits = self.run_D(real, mask.detach())
         (grads,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
         penalty = grads.square().sum(dim=[1, 2, 3])
         (logits.flatten() * 0 + penalty * (self.r1_gamma / 2)).mean().mul(gain).backward()
-        return {"r1_penalty": penalty.detach().sum()}
+        # Its signs count towards ADA's statistic too (stylegan2-ada reports Loss/signs/real in Dr1 as well).
+        return {"r1_penalty": penalty.detach().sum(), "signs_real": logits.detach().sign().sum()}
 
 
 def ema_beta(batch_size, ema_kimg, cur_nimg, ema_rampup=None):

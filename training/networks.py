@@ -11,14 +11,18 @@ Architecture (Zhao et al., ICLR 2021, official TF `G_main` / `G_mapping` / `G_sy
 - Synthesis ('skip' architecture): 4x4 = dense(global code) reshaped to nf(1)x4x4 + encoder 4x4 feature,
   one modulated conv, toRGB. Each r >= 8: modulated conv 3x3 with 2x upsampling, + encoder feature of r,
   modulated conv 3x3 (noise with a learned strength after each conv), toRGB added to the upsampled image.
-  Every style comes from an affine layer on `concat([w_i, global_code])` (co-modulation).
+  Every style comes from an affine layer on `concat([w_i, global_code])` (co-modulation). The paper's
+  ablations (official `style_mod` / `cond_mod` of G_synthesis_co_mod_gan, run_training.py --disable-style-mod /
+  --disable-cond-mod) drop one part of that input: `style_mod=False` modulates by the global code alone (the
+  mapping network is still built, as G_main builds it, but its w reaches nothing), `cond_mod=False` by w alone.
+  Each affine's input width shrinks accordingly; at least one part stays (see docs/ablations.md).
 - Output: `img * mask + raw * (1 - mask)` (mask: 1 = known pixel, 0 = hole).
 - Discriminator: input `concat([mask - 0.5, img])`, fromrgb 1x1, residual blocks down to 8x8, minibatch
   stddev (group 4, 1 feature), conv 3x3, dense nf(0), dense to one logit.
 
 Trainable parameters at 512 (3 channels, defaults), as in the official networks: G 79,792,231 = mapping 2,101,248
 + encoder 31,952,000 + synthesis 45,738,983 (noise strengths included; buffers noise_const, w_avg excluded);
-D 28,982,913.
+D 28,982,913. Without style mod G has 75,204,711, without cond mod 70,617,191 (tests/test_ablations.py).
 
 Every layer uses the equalized learning rate: weights are stored N(0, 1/lr_multiplier) and multiplied at run
 time by `lr_multiplier / sqrt(fan_in)`; biases by `lr_multiplier`. Mixed precision: the blocks of the highest
@@ -137,6 +141,17 @@ def _check_constructor_args(img_resolution, img_channels, channel_base, channel_
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest:
             raise NetworkInputError(f"{name}: must be an integer >= {lowest}, got {value!r}")
     return log2
+
+
+def check_modulation(style_mod, cond_mod):
+    """The modulation switches must be booleans with at least one on: the official code would build plain,
+    undemodulated convolutions with neither, which is not the architecture (or an ablation) of the paper."""
+    for name, value in (("style_mod", style_mod), ("cond_mod", cond_mod)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise NetworkInputError(f"{name}: must be True or False, got {value!r}")
+    if not (style_mod or cond_mod):
+        raise NetworkInputError("style_mod and cond_mod are both off: every modulated layer needs w (style_mod) or "
+                                "the global code (cond_mod), or both; switch at least one on")
 
 
 def _check_image_and_mask(img, mask, img_channels, img_resolution, who):
@@ -473,14 +488,19 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """(ws, global code, encoder features) -> raw image [N, C, R, R] in float32 ('skip' architecture)."""
 
-    def __init__(self, w_dim, img_resolution, img_channels, channel_base, channel_max, num_fp16_res, conv_clamp):
+    def __init__(self, w_dim, img_resolution, img_channels, channel_base, channel_max, num_fp16_res, conv_clamp,
+                 style_mod=True, cond_mod=True):
         super().__init__()
         log2 = check_resolution(img_resolution)
+        check_modulation(style_mod, cond_mod)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.style_mod, self.cond_mod = bool(style_mod), bool(cond_mod)
         self.num_ws = 2 * log2 - 2
         nf1 = channels_at(1, channel_base, channel_max)
         self.code_dim = 2 * nf1
-        mod_dim = w_dim + self.code_dim
+        # Official G_synthesis_co_mod_gan, layer() and torgb(): the modulation vector is the concatenation of the
+        # parts switched on, so each affine's input width is the sum of theirs.
+        mod_dim = w_dim * self.style_mod + self.code_dim * self.cond_mod
         self.b4 = SynthesisInput(nf1, self.code_dim, mod_dim, img_channels)
         fp16 = fp16_resolutions(log2, num_fp16_res)
         for r in range(3, log2 + 1):
@@ -498,13 +518,20 @@ class SynthesisNetwork(nn.Module):
             raise NetworkInputError(f"synthesis: ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
 
     def modulation_inputs(self, ws, code):
-        """Co-modulation: the style input of layer i is concat([w_i, global code]); a tuple of num_ws [N, D]."""
-        return torch.cat([ws.float(), code.float().unsqueeze(1).expand(-1, self.num_ws, -1)], dim=2).unbind(dim=1)
+        """Co-modulation: the style input of layer i is concat([w_i, global code]), or the one part switched on
+        (style_mod: w_i, cond_mod: the global code); a tuple of num_ws [N, D]."""
+        parts = []
+        if self.style_mod:
+            parts.append(ws.float())
+        if self.cond_mod:
+            parts.append(code.float().unsqueeze(1).expand(-1, self.num_ws, -1))
+        return torch.cat(parts, dim=2).unbind(dim=1)
 
     def forward(self, ws, code, feats, noise_mode="random", fused_modconv=None):
         self.check_inputs(ws, noise_mode)
         if fused_modconv is None:
-            fused_modconv = not self.training
+            # An exported graph needs a static group count, so export takes the shared-weight path (same result).
+            fused_modconv = not self.training and not torch.compiler.is_exporting()
         code = code.float()
         mods = self.modulation_inputs(ws, code)
         x, img = self.b4(code, feats[4], mods[0:2], noise_mode, fused_modconv)
@@ -529,21 +556,28 @@ class Generator(nn.Module):
         conv_clamp=256,  # Activation clamp of the float16 layers (CUDA only); None = off.
         mapping_kwargs=None,  # MappingNetwork arguments (num_layers, layer_features, lr_multiplier, w_avg_beta).
         dropout_rate=0.5,  # Dropout on the global code.
+        style_mod=True,  # Modulate by w (official style_mod; False = the paper's conditional-modulation-only G).
+        cond_mod=True,  # Modulate by the global code (official cond_mod; False = style modulation only).
     ):
         super().__init__()
         _check_constructor_args(img_resolution, img_channels, channel_base, channel_max, num_fp16_res)
+        check_modulation(style_mod, cond_mod)
         mapping_kwargs = dict(mapping_kwargs or {})
         self.init_kwargs = json.loads(json.dumps(dict(
             z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
             channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
-            mapping_kwargs=mapping_kwargs, dropout_rate=dropout_rate,
+            mapping_kwargs=mapping_kwargs, dropout_rate=dropout_rate, style_mod=bool(style_mod),
+            cond_mod=bool(cond_mod),
         )))
         self.z_dim, self.w_dim, self.img_resolution, self.img_channels = z_dim, w_dim, img_resolution, img_channels
         common = dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
                       conv_clamp=conv_clamp)
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **common)
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **common, style_mod=style_mod,
+                                          cond_mod=cond_mod)
         self.num_ws = self.synthesis.num_ws
         self.encoder = Encoder(img_resolution, img_channels, dropout_rate=dropout_rate, **common)
+        # Built whatever style_mod says: the official G_main always builds G_mapping and dlatent_avg, so a
+        # style_mod=False pickle holds them (trained with zero gradients) and our parameter set matches it.
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, **mapping_kwargs)
         # Runtime choices, not constructor arguments: checkpoints record neither.
         self.fast_path = None  # an inference backend with IMPLS, eligible(), synthesize(); None = reference only
@@ -576,10 +610,11 @@ class Generator(nn.Module):
         """Complete the holes (mask == 0) of img in [-1, 1].
 
         Exactly one of z [N, z_dim] / ws [N, num_ws, w_dim]; truncation and update_emas apply to z (ws are used
-        as given, e.g. after style mixing by the caller). `dropout`: None = on in training mode, off in eval
-        mode; True/False forces it (True reproduces the official inference). `impl`: one of `impl_names()`
-        for this call, None = `self.impl` (see set_impl). Returns the composite, or (composite, raw) with
-        return_raw=True.
+        as given, e.g. after style mixing by the caller); with style_mod=False they reach nothing (the mapping
+        still runs and tracks its average, as in the official G_main). `dropout`: None = on in training mode,
+        off in eval mode; True/False forces it (True reproduces the official inference). `impl`: one of
+        `impl_names()` for this call, None = `self.impl` (see set_impl). Returns the composite, or
+        (composite, raw) with return_raw=True.
         """
         impl = self.impl if impl is None else self._check_impl(impl)
         _check_image_and_mask(img, mask, self.img_channels, self.img_resolution, "Generator")
@@ -673,7 +708,7 @@ class Discriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Per-layer summary: `python -m training.networks --resolution 512`.
+# Per-layer summary (network_summary.py is the command line).
 
 
 def count_params(module, trainable_only=True):
@@ -725,10 +760,12 @@ def _print_table(title, rows, parts):
         print(f"{label:<{width}}  {'':<28}  {count:>12,}")
 
 
-def print_network_summary(resolution=512, channel_base=16384, channel_max=512, batch=1, device="cpu", seed=0):
+def print_network_summary(resolution=512, channel_base=16384, channel_max=512, batch=1, device="cpu", seed=0,
+                          style_mod=True, cond_mod=True):
     """Build G and D, run one forward each and print per-layer rows and per-part totals."""
     torch.manual_seed(seed)
-    G = Generator(img_resolution=resolution, channel_base=channel_base, channel_max=channel_max).to(device).eval()
+    G = Generator(img_resolution=resolution, channel_base=channel_base, channel_max=channel_max,
+                  style_mod=style_mod, cond_mod=cond_mod).to(device).eval()
     D = Discriminator(img_resolution=resolution, channel_base=channel_base, channel_max=channel_max).to(device)
     img = torch.rand([batch, G.img_channels, resolution, resolution], device=device) * 2 - 1
     mask = torch.ones([batch, 1, resolution, resolution], device=device)
@@ -737,39 +774,3 @@ def print_network_summary(resolution=512, channel_base=16384, channel_max=512, b
     g_parts = [(f"G.{p} (trainable)", count_params(getattr(G, p))) for p in ("mapping", "encoder", "synthesis")]
     _print_table("Generator", summarize(G, img, mask, z), g_parts + [("G total (trainable)", count_params(G))])
     _print_table("Discriminator", summarize(D, img, mask), [("D total (trainable)", count_params(D))])
-
-
-def main(argv=None):
-    import click  # CLI only; the library does not need it
-
-    @click.command(help=main.__doc__)
-    @click.option("--resolution", type=int, default=512, show_default=True, help="Image resolution (32..1024).")
-    @click.option("--channel-base", type=click.IntRange(min=1), default=16384, show_default=True,
-                  help="nf(stage) = clip(channel_base / 2**stage, 1, channel_max).")
-    @click.option("--channel-max", type=click.IntRange(min=1), default=512, show_default=True,
-                  help="Maximum feature maps of any layer.")
-    @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of the forward.")
-    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-    def cli(resolution, channel_base, channel_max, batch, device):
-        from torch_utils.misc import resolve_device
-
-        try:
-            print_network_summary(resolution, channel_base, channel_max, batch, resolve_device(device))
-        except UserError as err:
-            click.echo(f"error: {err}", err=True)
-            raise SystemExit(2) from None
-
-    try:
-        cli.main(args=argv, prog_name="python -m training.networks", standalone_mode=False)
-    except click.exceptions.Exit as exc:  # --help
-        if exc.exit_code:
-            raise SystemExit(exc.exit_code) from None
-    except click.ClickException as err:  # bad option values: usage message, exit 2
-        err.show()
-        raise SystemExit(err.exit_code) from None
-
-
-main.__doc__ = "Print the per-layer summary (name, output shape, parameter count) and totals of G and D."
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """The training loop: run directory, seeded data stream, phases (G main, D main, D reg), EMA, ticks, snapshots,
 image grids, metrics and exact resume."""
 
+import dataclasses
 import json
 import os
 import re
@@ -13,8 +14,9 @@ import torch
 from tqdm import tqdm
 
 from dnnlib import EasyDict, UserError
-from training import checkpoint, distributed
+from training import augment, checkpoint, distributed, freeze_d, init_weights
 from training.loss import CoModGANLoss, ema_beta, update_ema
+from training.options import RunFacts, options_record
 
 RUN_DIR_RE = re.compile(r"^(\d+)-")
 
@@ -73,10 +75,25 @@ def check_resume(c, resume_path):
     checkpoint.check_resumable(data, f"--resume {resume_path}")  # a G_ema-only import has no G or D to go on from
     for key in ("G_kwargs", "D_kwargs"):
         # The snapshot's kwargs are complete (defaults filled in); ours list only what the preset sets.
-        if any(data[key].get(name) != value for name, value in _plain(c[key]).items()):
+        saved, ours = _with_defaults(key, data[key]), _plain(getattr(c, key))
+        if any(saved.get(name) != value for name, value in ours.items()):
             raise UserError(f"--resume {resume_path}: its {key} {json.dumps(data[key], sort_keys=True)} differ from "
-                            f"this run's {json.dumps(_plain(c[key]), sort_keys=True)}; use the same --cfg/--fp32")
+                            f"this run's {json.dumps(ours, sort_keys=True)}; use the same "
+                            f"--cfg/--fp32/--style-mod/--cond-mod")
     return data
+
+
+def _with_defaults(key, kwargs):
+    """A snapshot's kwargs with the constructor's defaults for keywords added after it was written (the loaders
+    build such a snapshot with those defaults too, e.g. style_mod=True)."""
+    import inspect
+
+    from training.networks import Discriminator, Generator
+
+    cls = Generator if key == "G_kwargs" else Discriminator
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
 
 
 def _plain(obj):
@@ -216,12 +233,27 @@ def build_state(c, info):
     D = Discriminator(**c.D_kwargs).train().to(info.device)
     G_ema = Generator(**c.G_kwargs).eval().requires_grad_(False).to(info.device)
     G_ema.load_state_dict(G.state_dict())
+    frozen = freeze_d.freeze(D, c.freeze_d)  # before its optimizer, which then never holds them
     opt_G = _adam(G, c, c.g_reg_interval)
     opt_D = _adam(D, c, c.d_reg_interval)
+    pipe, ada = _augmentation(c)
     loss = CoModGANLoss(G, D, r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob,
-                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight)
-    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss,
-                    cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0, time_s=0.0)
+                        truncation_psi=c.truncation_psi, pl_weight=c.pl_weight, l1_weight=c.l1_weight,
+                        augment_pipe=pipe)
+    return EasyDict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, loss=loss, augment_pipe=pipe, ada=ada,
+                    frozen=frozen,
+                    cur_nimg=0, cur_tick=0, step=0, tick_start_nimg=0, time_s=0.0, last_snapshot=None)
+
+
+def _augmentation(c):
+    """(AugmentPipe or None, AdaTuner or None) for --aug noaug|fixed|ada."""
+    if c.aug == "noaug":
+        return None, None
+    pipe = augment.make_augment_pipe(p=c.aug_p)
+    if c.aug == "fixed":
+        return pipe, None
+    return pipe, augment.AdaTuner(pipe, target=c.ada_target, ada_kimg=c.ada_kimg, batch=c.batch,
+                                  interval=c.ada_interval)
 
 
 def _adam(module, c, reg_interval):
@@ -231,7 +263,8 @@ def _adam(module, c, reg_interval):
     # optimizers"): G gets 4/5 although CoModGAN has no G regulariser.
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
     betas = (float(c.betas[0]) ** ratio, float(c.betas[1]) ** ratio)
-    return torch.optim.Adam(module.parameters(), lr=c.lr * ratio, betas=betas, eps=c.eps)
+    params = [p for p in module.parameters() if p.requires_grad]  # not Freeze-D's frozen layers
+    return torch.optim.Adam(params, lr=c.lr * ratio, betas=betas, eps=c.eps)
 
 
 def make_phases(c, state):
@@ -266,6 +299,9 @@ def restore_state(state, data, info):
     pl_mean = data.get("loss_state", {}).get("pl_mean")
     if pl_mean is not None:
         state.loss.pl_mean = pl_mean.to(info.device)
+    saved_aug = data.get("augment") or {}
+    if state.ada is not None and "sign_count" in saved_aug:  # ADA goes on with its p; a fixed p is the option's
+        state.ada.load_state_dict(saved_aug)
     progress = data.get("progress", {})
     for key in ("cur_nimg", "cur_tick", "step"):
         state[key] = int(progress.get(key, 0))
@@ -284,8 +320,9 @@ def _to_cpu(obj):
     return obj
 
 
-def snapshot_dict(c, state):
-    """Everything a resume needs, as tensors and plain data (loadable with weights_only=True)."""
+def snapshot_dict(c, run_facts, state):
+    """Everything a resume needs, as tensors and plain data (loadable with weights_only=True); `training_options`
+    is the record training_options.json holds (options.options_record)."""
     pl_mean = state.loss.pl_mean
     return {
         "G_kwargs": _plain(state.G.init_kwargs), "D_kwargs": _plain(state.D.init_kwargs),
@@ -293,23 +330,33 @@ def snapshot_dict(c, state):
         "D": _to_cpu(state.D.state_dict()),
         "opt_G": _to_cpu(state.opt_G.state_dict()), "opt_D": _to_cpu(state.opt_D.state_dict()),
         "loss_state": {"pl_mean": None if pl_mean is None else pl_mean.detach().cpu()},
+        "augment": _augment_state(state),
         "progress": {"cur_nimg": state.cur_nimg, "cur_tick": state.cur_tick, "step": state.step,
                      "kimg": state.cur_nimg / 1000},
         "timing": {"time_s": state.time_s},  # wall time, kept apart from progress (which a resume reproduces)
         # Per-step RNG is re-derived from (seed, step); the generator states are stored for the record.
         "rng": {"seed": c.seed, "torch_cpu": torch.get_rng_state()},
-        "training_options": _plain(c),
+        "training_options": options_record(c, run_facts),
     }
+
+
+def _augment_state(state):
+    """The augmentation strength and ADA's pending statistics (None without augmentation)."""
+    if state.ada is not None:
+        return state.ada.state_dict()
+    return None if state.augment_pipe is None else {"p": state.augment_pipe.p}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # One step.
 
 
-def run_phase(c, state, info, phase, batch, latents, tick_stats, last_snapshot):
+def run_phase(c, state, info, phase, batch, latents, tick_stats):
     """Accumulate one phase's gradients over the rounds, all-reduce them with the stats, check, step."""
     for net in (state.G, state.D):
         net.requires_grad_(net is phase.module)
+    for p in state.frozen:  # Freeze-D: no gradient, R1's included
+        p.requires_grad_(False)
     phase.opt.zero_grad(set_to_none=True)
     img, mask = batch
     n = c.batch_gpu
@@ -324,12 +371,12 @@ def run_phase(c, state, info, phase, batch, latents, tick_stats, last_snapshot):
         out = getattr(state.loss, phase.method)(*args, gain=phase.interval / c.num_rounds)
         for key, value in out.items():
             stats[key] = stats.get(key, 0) + value.float()
-    _reduce_and_check(c, state, info, phase.name, phase.module, stats, tick_stats, last_snapshot)
+    _reduce_and_check(c, state, info, phase.name, phase.module, stats, tick_stats)
     phase.opt.step()
     phase.module.requires_grad_(False)
 
 
-def _reduce_and_check(c, state, info, name, module, stats, tick_stats, last_snapshot):
+def _reduce_and_check(c, state, info, name, module, stats, tick_stats):
     # One flat all-reduce carries the gradients and the loss sums, so every rank sees the same values and
     # takes the same decision on non-finite numbers.
     params = [p for p in module.parameters() if p.requires_grad]
@@ -343,7 +390,7 @@ def _reduce_and_check(c, state, info, name, module, stats, tick_stats, last_snap
         num_stats = len(keys)
         what = "loss" if not bool(torch.isfinite(flat[-num_stats:]).all()) else "gradient"
         raise TrainingDiverged(f"non-finite {what} in phase {name} at kimg {state.cur_nimg / 1000:.3f} "
-                               f"(step {state.step}); last good snapshot: {last_snapshot or 'none written yet'}")
+                               f"(step {state.step}); last good snapshot: {state.last_snapshot or 'none written yet'}")
     offset = 0
     for p in params:
         p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
@@ -360,29 +407,36 @@ def _to_device(batch, device):
     return img, mask.to(device, non_blocking=True)
 
 
-def training_step(c, state, info, phases, batches, tick_stats, last_snapshot):
+def training_step(c, state, info, phases, batches, tick_stats):
     """One step: `batches` holds one (uint8 img, mask) batch per entry of BATCH_PARTS, in that order."""
     if len(batches) != len(BATCH_PARTS):
         raise ValueError(f"training_step: expected {len(BATCH_PARTS)} batches ({', '.join(BATCH_PARTS)}), "
                          f"got {len(batches)}")
     data = {part: _to_device(batch, info.device) for part, batch in zip(BATCH_PARTS, batches)}
     latents = step_latents(c, state.step, state.G.z_dim)
+    step_stats = {}
     for phase in phases:
         if state.step % phase.interval == 0:
-            run_phase(c, state, info, phase, data[phase.data], latents, tick_stats, last_snapshot)
+            run_phase(c, state, info, phase, data[phase.data], latents, step_stats)
+    for key, (total, count) in step_stats.items():
+        tick_total, tick_count = tick_stats.get(key, (0.0, 0))
+        tick_stats[key] = (tick_total + total, tick_count + count)
     distributed.average_float_buffers_(state.G)
     state.cur_nimg += c.batch
     state.step += 1
+    if state.ada is not None:  # global sums (all-reduced with the gradients): p moves alike on every rank
+        state.ada.accumulate(*step_stats.get("signs_real", (0.0, 0)))
+        state.ada.after_step(state.step)
     update_ema(state.G_ema, state.G, ema_beta(c.batch, c.ema_kimg, state.cur_nimg, c.ema_rampup))
 
 
-def check_params_finite(state, where, last_snapshot):
+def check_params_finite(state, where):
     for net_name in ("G", "D", "G_ema"):
         for pname, p in state[net_name].named_parameters():
             if not bool(torch.isfinite(p).all()):
                 raise TrainingDiverged(f"non-finite parameter {net_name}.{pname} {where} at kimg "
                                        f"{state.cur_nimg / 1000:.3f}; last good snapshot: "
-                                       f"{last_snapshot or 'none written yet'}")
+                                       f"{state.last_snapshot or 'none written yet'}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -429,16 +483,18 @@ def write_fakes(c, state, info, grid_data, path):
     save_grid(torch.cat(out), c.grid, path)
 
 
-def tick_record(c, state, tick_stats, timing):
+def tick_record(c, state, tick):
     now = time.time()
-    tick_time = now - timing.tick_start
+    tick_time = now - tick.start
     tick_kimg = (state.cur_nimg - state.tick_start_nimg) / 1000
     sec_per_kimg = tick_time / max(tick_kimg, 1e-8)
     record = {"tick": state.cur_tick, "kimg": state.cur_nimg / 1000, "timestamp": now,
-              "time_s": now - timing.start + timing.offset, "sec_per_tick": tick_time, "sec_per_kimg": sec_per_kimg,
-              "eta_s": max(c.kimg - state.cur_nimg / 1000, 0) * sec_per_kimg}
-    for key, (total, count) in sorted(tick_stats.items()):
+              "time_s": now - tick.run_start + tick.time_offset, "sec_per_tick": tick_time,
+              "sec_per_kimg": sec_per_kimg, "eta_s": max(c.kimg - state.cur_nimg / 1000, 0) * sec_per_kimg}
+    for key, (total, count) in sorted(tick.stats.items()):
         record[key] = total / max(count, 1)
+    if state.augment_pipe is not None:
+        record["augment_p"] = state.augment_pipe.p
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         record["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
@@ -458,7 +514,7 @@ def tick_line(record):
     parts = [f"tick {record['tick']:<5d}", f"kimg {record['kimg']:<8.3f}", f"time {_fmt_time(record['time_s'])}",
              f"sec/tick {record['sec_per_tick']:<7.2f}", f"sec/kimg {record['sec_per_kimg']:<7.2f}",
              f"eta {_fmt_time(record['eta_s'])}"]
-    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1"):
+    for key in ("loss_G", "loss_D", "r1_penalty", "pl_penalty", "l1", "augment_p"):
         if key in record:
             parts.append(f"{key} {record[key]:.4f}")
     mem = record.get("gpu_mem_gb", record["cpu_mem_gb"])
@@ -466,8 +522,8 @@ def tick_line(record):
     return "  ".join(parts)
 
 
-def run_metrics(c, state, info, log, snapshot_path, metric_main):
-    """Evaluate c.metrics on G_ema with `metric_main` (the registry launch() was given).
+def run_metrics(c, state, info, log, snapshot_path, metric_registry):
+    """Evaluate c.metrics on G_ema with `metric_registry` (the one launch() was given: metrics.metric_main).
 
     As calc_metrics.py does by default, and as the official metrics do (is_validation=True: no truncation; the
     global-code dropout always on): no truncation, dropout on, the registry's default batch size (calc_metrics.py
@@ -475,12 +531,12 @@ def run_metrics(c, state, info, log, snapshot_path, metric_main):
     by `calc_metrics.py --network SNAPSHOT --seed SEED` with the same data, mask spec and process count gives the
     same numbers."""
     for metric in c.metrics:
-        result = metric_main.calc_metric(metric, G=state.G_ema, data_path=c.data_val or c.data, mask_spec=c.mask,
-                                         device=info.device, seed=c.seed, rank=info.rank,
-                                         num_gpus=info.world_size, G_kwargs=dict(dropout=True),
-                                         progress=info.is_main, num_workers=c.workers)
+        result = metric_registry.calc_metric(metric, G=state.G_ema, data_path=c.data_val or c.data,
+                                             mask_spec=c.mask, device=info.device, seed=c.seed, rank=info.rank,
+                                             num_gpus=info.world_size, G_kwargs=dict(dropout=True),
+                                             progress=info.is_main, num_workers=c.workers)
         if info.is_main:
-            metric_main.report_metric(result, run_dir=log.run_dir, snapshot_path=snapshot_path)
+            metric_registry.report_metric(result, run_dir=log.run_dir, snapshot_path=snapshot_path)
             values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                for k, v in result.results.items())
             log.print(f"metric {metric}: {values} ({result.total_time:.1f}s)")
@@ -490,80 +546,106 @@ def run_metrics(c, state, info, log, snapshot_path, metric_main):
 # Entry point.
 
 
-def training_loop(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+class SnapshotWriter:
+    """What a snapshot tick writes: the grid of fakes, the snapshot file (its `training_options` the run's record)
+    and the metrics, on the fixed grid inputs of the run."""
+
+    def __init__(self, c, run_facts, info, log, grid_data, metric_registry=None):
+        self.c, self.run_facts, self.info, self.log = c, run_facts, info, log
+        self.grid_data, self.metric_registry = grid_data, metric_registry
+
+    def fakes(self, state, name):
+        write_fakes(self.c, state, self.info, self.grid_data, os.path.join(self.log.run_dir, name))
+
+    def write(self, state):
+        """Grid, snapshot and metrics at the current kimg (every rank takes part); returns the snapshot path."""
+        kimg = state.cur_nimg // 1000
+        path = os.path.join(self.log.run_dir, checkpoint.snapshot_name(kimg))
+        distributed.check_consistency(state.G, "G")
+        distributed.check_consistency(state.D, "D")
+        if self.info.is_main:
+            self.fakes(state, f"fakes{kimg:06d}.png")
+            checkpoint.save_snapshot(path, snapshot_dict(self.c, self.run_facts, state))
+        distributed.barrier()
+        if self.c.metrics:
+            run_metrics(self.c, state, self.info, self.log, path, self.metric_registry)
+        return path
+
+
+def finished(c, state):
+    return state.cur_nimg >= c.kimg * 1000
+
+
+def training_loop(c, run_facts, info, dataset, resume_data=None, metric_registry=None, init_data=None):
     """Train until c.kimg thousand images; returns EasyDict(run_dir, snapshot (last path), state).
 
-    `metric_registry` (see launch) evaluates c.metrics at every snapshot."""
-    log = RunLog(run_dir, info.is_main)
+    `run_facts` holds the run directory and the snapshot resumed from (options.RunFacts); `metric_registry` (see launch)
+    evaluates c.metrics at every snapshot; `init_data` (init_weights.load_init) holds the weights a run started
+    with --init begins from."""
+    log = RunLog(run_facts.run_dir, info.is_main)
     state = build_state(c, info)
-    last_snapshot = None
+    if init_data is not None:
+        init_weights.apply_init(state, init_data, log)
     if resume_data is not None:
         try:
             restore_state(state, resume_data, info)
         except (RuntimeError, ValueError) as err:  # weights or optimizer groups of other networks
-            raise checkpoint.CheckpointError(f"--resume {c.get('resume_path')}: its weights do not fit this run's "
+            raise checkpoint.CheckpointError(f"--resume {run_facts.resume_path}: its weights do not fit this run's "
                                              f"networks ({checkpoint.state_dict_problem(err)})") from None
-        last_snapshot = c.get("resume_path")
-        log.print(f"resuming from {last_snapshot} at kimg {state.cur_nimg / 1000:.3f} (tick {state.cur_tick})")
+        state.last_snapshot = run_facts.resume_path
+        log.print(f"resuming from {run_facts.resume_path} at kimg {state.cur_nimg / 1000:.3f} (tick {state.cur_tick})")
     for net in (state.G, state.D, state.G_ema):
         distributed.broadcast_module_(net)
     phases = make_phases(c, state)
     grid_data = grid_inputs(c, dataset, info)
+    snapshots = SnapshotWriter(c, run_facts, info, log, grid_data, metric_registry)
     if info.is_main:
-        save_grid(grid_data[0] * grid_data[1], c.grid, os.path.join(run_dir, "reals.png"))
+        save_grid(grid_data[0] * grid_data[1], c.grid, os.path.join(run_facts.run_dir, "reals.png"))
         if resume_data is None:
-            write_fakes(c, state, info, grid_data, os.path.join(run_dir, "fakes_init.png"))
+            snapshots.fakes(state, "fakes_init.png")
     log.print(f"training for {c.kimg} kimg on {info.world_size} process(es), device {info.device}, "
               f"batch {c.batch} ({c.batch_gpu} per device x {c.num_rounds} round(s))")
-    if state.cur_nimg >= c.kimg * 1000:
+    if state.augment_pipe is not None:
+        log.print(f"augmentation {c.aug} (bgc) of everything D sees, p {state.augment_pipe.p:.4f}"
+                  + (f", target {c.ada_target}, {c.ada_kimg:g} kimg per unit of p" if state.ada else ""))
+    if finished(c, state):
         log.print(f"nothing to do: already at kimg {state.cur_nimg / 1000:.3f} >= --kimg {c.kimg}")
         log.close()
-        return EasyDict(run_dir=run_dir, snapshot=last_snapshot, state=state)
+        return EasyDict(run_dir=run_facts.run_dir, snapshot=state.last_snapshot, state=state)
     loader = make_loader(c, dataset, info, state.step)
-    timing = EasyDict(start=time.time(), tick_start=time.time(), offset=state.time_s)
-    tick_stats = {}
+    # The tick's loss sums and its clock; time_offset carries the training time of a resumed run on.
+    tick = EasyDict(stats={}, run_start=time.time(), start=time.time(), time_offset=state.time_s)
     try:
         while True:
             batches = [next(loader) for _part in BATCH_PARTS]
-            training_step(c, state, info, phases, batches, tick_stats, last_snapshot)
-            done = state.cur_nimg >= c.kimg * 1000
+            training_step(c, state, info, phases, batches, tick.stats)
+            done = finished(c, state)
             if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + c.tick_kimg * 1000:
                 continue
-            last_snapshot = end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot,
-                                        metric_registry)
-            tick_stats = {}
+            end_of_tick(c, state, log, tick, snapshots)
             if done:
                 break
     finally:
         log.close()
-    log.print(f"done: {state.cur_nimg / 1000:.3f} kimg; last snapshot {last_snapshot}")
-    return EasyDict(run_dir=run_dir, snapshot=last_snapshot, state=state)
+    log.print(f"done: {state.cur_nimg / 1000:.3f} kimg; last snapshot {state.last_snapshot}")
+    return EasyDict(run_dir=run_facts.run_dir, snapshot=state.last_snapshot, state=state)
 
 
-def end_of_tick(c, state, info, log, tick_stats, timing, done, grid_data, last_snapshot, metric_registry=None):
-    """Report the tick; on snapshot ticks write grids, the snapshot and metrics. Returns the last snapshot."""
-    check_params_finite(state, "after tick", last_snapshot)
-    record = tick_record(c, state, tick_stats, timing)
+def end_of_tick(c, state, log, tick, snapshots):
+    """Report the tick and start the next one; on snapshot ticks (every c.snap, and the last) write the snapshot
+    with `snapshots` (a SnapshotWriter) and set state.last_snapshot."""
+    check_params_finite(state, "after tick")
+    record = tick_record(c, state, tick)
     state.time_s = record["time_s"]
     log.print(tick_line(record))
     log.stats(record)
-    tick = state.cur_tick
+    index = state.cur_tick
     state.cur_tick += 1
     state.tick_start_nimg = state.cur_nimg
-    if done or tick % c.snap == 0:
-        kimg = state.cur_nimg // 1000
-        path = os.path.join(log.run_dir, checkpoint.snapshot_name(kimg))
-        distributed.check_consistency(state.G, "G")
-        distributed.check_consistency(state.D, "D")
-        if info.is_main:
-            write_fakes(c, state, info, grid_data, os.path.join(log.run_dir, f"fakes{kimg:06d}.png"))
-            checkpoint.save_snapshot(path, snapshot_dict(c, state))
-        distributed.barrier()
-        last_snapshot = path
-        if c.metrics:
-            run_metrics(c, state, info, log, path, metric_registry)
-    timing.tick_start = time.time()
-    return last_snapshot
+    if finished(c, state) or index % c.snap == 0:
+        state.last_snapshot = snapshots.write(state)
+    tick.stats = {}
+    tick.start = time.time()
 
 
 def drop_stats_after(run_dir, kimg):
@@ -580,29 +662,32 @@ def drop_stats_after(run_dir, kimg):
             f.writelines(kept)
 
 
-def run(c, info, dataset, run_dir, resume_data=None, metric_registry=None):
+def run(c, run_facts, info, dataset, resume_data=None, metric_registry=None, init_data=None):
     """Write training_options.json (rank 0) and train. Flushes stdout so the last lines are not lost."""
+    run_dir = run_facts.run_dir
     if info.is_main:
         os.makedirs(run_dir, exist_ok=True)
         if resume_data is not None:
             drop_stats_after(run_dir, resume_data["progress"]["cur_nimg"] / 1000)
         with open(os.path.join(run_dir, "training_options.json"), "w", encoding="utf-8") as f:
-            json.dump(_plain(c), f, indent=2, sort_keys=True)
+            json.dump(options_record(c, run_facts), f, indent=2, sort_keys=True)
     distributed.barrier()
     try:
-        return training_loop(c, info, dataset, run_dir, resume_data, metric_registry)
+        return training_loop(c, run_facts, info, dataset, resume_data, metric_registry, init_data)
     finally:
         sys.stdout.flush()
 
 
-def launch(opts, dry_run=False, overrides=None, metric_registry=None):
-    """Everything train.py does after parsing: join the process group, resolve and validate the config
-    (every user error surfaces here, before training), pick the run directory, then train or print.
+def launch(opts, dry_run=False, overrides=None, metric_registry=None, network_reader=None):
+    """Everything train.py does after parsing: join the process group, open the data, build the frozen config
+    and validate it (every user error surfaces here, before training), pick the run directory, then train or
+    print.
 
-    `overrides` replaces resolved config entries (tests and benchmarks use it for very small networks).
+    `overrides` replaces chosen config fields (tests and benchmarks use it for very small networks).
     `metric_registry` is what --metrics needs: an object with is_valid_metric(name), list_valid_metrics(),
     calc_metric(name, **kwargs) and report_metric(result, ...), i.e. metrics.metric_main, which train.py hands in
-    (the metrics package sits above this one and is not imported from here).
+    (the metrics package sits above this one and is not imported from here). `network_reader` reads --init's
+    file (path -> snapshot dict: inference.loading.read_network_file, which train.py hands in for the same reason).
     Returns None for a dry run, else EasyDict(run_dir, snapshot, state) of this process.
     """
     from torch_utils.misc import resolve_device
@@ -612,17 +697,34 @@ def launch(opts, dry_run=False, overrides=None, metric_registry=None):
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
     try:
-        c = config.build_config(opts, world_size=info.world_size, overrides=overrides)
-        c.device = str(info.device)
-        dataset = config.validate_inputs(c, metric_registry)
+        config.check_options(opts, world_size=info.world_size, overrides=overrides)  # before reading any file
+        dataset = config.open_dataset(opts.get("data"), opts.get("outdir"))
+
+        def configure(options):
+            c = config.build_config(options, data_resolution=dataset.resolution, world_size=info.world_size,
+                                    overrides=overrides)
+            config.validate_inputs(c, metric_registry)
+            return c
+
+        c = configure(opts)
         run_dir, resume_path = resolve_run(c, config.run_description(c))
         run_dir, resume_path = distributed.broadcast_object((run_dir, resume_path))
         resume_data = check_resume(c, resume_path) if resume_path else None
-        c.run_dir, c.resume_path = run_dir, resume_path
+        if resume_data is not None:
+            freeze_d.check_resume(c.freeze_d, resume_data, resume_path)
+            inherited = init_weights.inherited_options(resume_data)
+            if inherited:  # a run started with --init resumes as it ran: its source, no EMA ramp-up
+                c = configure({**opts, **inherited})
+        init_data = None
+        if c.init and resume_data is None:
+            init_data = init_weights.load_init(c, network_reader)
+            # Known once the file is read: recorded with the options, and what a resume of this run inherits.
+            c = dataclasses.replace(c, init_source=init_data.source)
+        run_facts = RunFacts(device=str(info.device), run_dir=run_dir, resume_path=resume_path)
         if dry_run:
             if info.is_main:
-                print(config.to_json(c))
+                print(config.to_json(c, run_facts))
             return None
-        return run(c, info, dataset, run_dir, resume_data, metric_registry)
+        return run(c, run_facts, info, dataset, resume_data, metric_registry, init_data)
     finally:
         distributed.shutdown()
