@@ -187,7 +187,7 @@ class Plan:
     def variant(self, kind, x_shape, c_out, float32=True):
         if float32:
             found = self.choices.get(layer_key(kind, x_shape, c_out))
-            if found is not None:
+            if found is not None and found in variants(kind, x_shape):  # e.g. a table's NNPACK on a torch without
                 return found
         return rule(kind, x_shape, c_out, float32)
 

@@ -129,3 +129,11 @@ def test_bad_files_and_settings_are_named(monkeypatch):
     monkeypatch.setenv(conv_plan.PLAN_VARIABLE, "fastest")
     with pytest.raises(conv_plan.PlanError, match="COMODGAN_FAST_PLAN='fastest': must be one of rules"):
         conv_plan.current_plan()
+
+
+def test_a_table_entry_this_torch_cannot_run_falls_back_to_the_rules(monkeypatch):
+    plan = conv_plan.Plan({conv_plan.layer_key("conv", (1, 256, 64, 64), 256): "nnpack"})
+    monkeypatch.setattr(conv_plan, "nnpack_available", lambda: False)
+    assert plan.variant("conv", (1, 256, 64, 64), 256) == "winograd4"
+    monkeypatch.setattr(conv_plan, "nnpack_available", lambda: True)
+    assert plan.variant("conv", (1, 256, 64, 64), 256) == "nnpack"
