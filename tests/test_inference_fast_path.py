@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from inference import fast_path
+from inference import conv_plan, fast_path, fast_path_calibration
 from torch_utils import cpu_malloc
 from training.networks import Discriminator, Generator, NetworkInputError
 
@@ -63,8 +63,16 @@ def test_fast_path_matches_the_reference(g64, batch, noise_mode):
     assert torch.equal(fast[known], img[known])  # known pixels pass through exactly
 
 
-def test_fast_path_matches_the_reference_at_full_width_and_with_dropout():
+@pytest.mark.parametrize("plan", ["rules", "avx2", "avx512", "nnpack"])
+def test_fast_path_matches_the_reference_at_full_width_and_with_dropout(monkeypatch, plan):
     G = _generator(32, 16384, 512)  # 512 channels: the published widths of the low resolutions
+    if plan == "nnpack":
+        if not conv_plan.nnpack_available():
+            pytest.skip("torch without NNPACK")
+        _force(monkeypatch, G, 1, "nnpack", "weight-nnpack", "weight-polyphase")
+    else:
+        chosen = conv_plan.Plan(conv_plan.shipped_table(plan) if plan != "rules" else {})
+        monkeypatch.setattr(conv_plan, "current_plan", lambda: chosen)
     img, mask, z = _inputs(1, 32, seed=1)
     ref, fast = _both(G, img, mask, z, noise_mode="const", dropout=True)
     assert (fast - ref).abs().max().item() <= TOLERANCE
@@ -72,19 +80,100 @@ def test_fast_path_matches_the_reference_at_full_width_and_with_dropout():
     assert (fast - no_dropout).abs().max().item() > 1e-3  # dropout did draw a mask on the fast path
 
 
+@pytest.fixture(autouse=True)
+def _no_user_calibration(tmp_path, monkeypatch):
+    """The plan of this machine without the user's calibration (the shipped table and the rules only)."""
+    monkeypatch.setenv("COMODGAN_CACHE_DIR", str(tmp_path / "cache"))
+    conv_plan.forget_loaded_plans()
+    yield
+    conv_plan.forget_loaded_plans()
+
+
+def _force(monkeypatch, G, batch, conv, synth, synth_up):
+    """Make every planned layer of G at `batch` run the given variants (the weight modes fall back to the
+    activation mode at batch > 1, as conv_plan.variants allows)."""
+    chosen = {"conv": conv, "synth": synth, "synth_up": synth_up}
+    choices = {}
+    for kind, _, x_shape, c_out in fast_path_calibration.planned_layers(G, batch):
+        allowed = conv_plan.variants(kind, x_shape)
+        variant = chosen[kind] if chosen[kind] in allowed else chosen[kind].replace("weight-", "activation-")
+        choices[conv_plan.layer_key(kind, x_shape, c_out)] = variant
+    plan = conv_plan.Plan(choices, "test")
+    monkeypatch.setattr(conv_plan, "current_plan", lambda: plan)
+    return plan
+
+
+# Every variant of each kind appears at least once.
+FORCED = [("direct", "weight-direct", "weight-transposed"), ("winograd4", "weight-winograd4", "weight-polyphase"),
+          ("winograd2", "weight-winograd2", "activation-transposed"),
+          ("direct", "activation-direct", "activation-polyphase"),
+          ("winograd4", "activation-winograd4", "activation-polyphase"),
+          ("winograd2", "activation-winograd2", "weight-polyphase"),
+          ("nnpack", "weight-nnpack", "weight-transposed"), ("nnpack", "activation-nnpack", "activation-polyphase")]
+
+
+@pytest.mark.parametrize("batch,conv,synth,synth_up", [(1, *f) for f in FORCED] + [(2, *f) for f in FORCED[2:4]]
+                         + [(2, *FORCED[-1])])
+def test_every_variant_matches_the_reference(g64, monkeypatch, batch, conv, synth, synth_up):
+    if conv == "nnpack" and not conv_plan.nnpack_available():
+        pytest.skip("torch without NNPACK")
+    _force(monkeypatch, g64, batch, conv, synth, synth_up)
+    img, mask, z = _inputs(batch, 64)
+    (ref, ref_raw), (fast, fast_raw) = _both(g64, img, mask, z, noise_mode="const", return_raw=True)
+    assert (fast_raw - ref_raw).abs().max().item() <= TOLERANCE
+    assert ref_raw.abs().max().item() > 1
+
+
+def test_forced_variants_run_their_algorithms(g64, monkeypatch):
+    from torch_utils.ops import polyphase, winograd
+
+    calls = []
+    real_wino, real_poly = winograd.conv3x3, polyphase.conv_transpose2d_phases
+    monkeypatch.setattr(winograd, "conv3x3", lambda x, u, *a: calls.append(("wino", u.shape[0])) or
+                        real_wino(x, u, *a))
+    monkeypatch.setattr(polyphase, "conv_transpose2d_phases", lambda *a: calls.append(("poly",)) or real_poly(*a))
+    _force(monkeypatch, g64, 1, "winograd2", "activation-winograd4", "activation-polyphase")
+    img, mask, z = _inputs(1, 64)
+    with torch.no_grad():
+        g64(img, mask, z, noise_mode="const")
+    n_res = len(g64.synthesis.block_resolutions)
+    assert calls.count(("poly",)) == n_res
+    assert calls.count(("wino", 16)) == len(g64.encoder.block_resolutions)  # the encoder's 3x3 stride-1 convs
+    assert calls.count(("wino", 36)) == n_res + 1  # synthesis conv1 of each block and b4.conv
+
+
 @pytest.mark.parametrize("resolution,channel_base,channel_max", [(32, 16384, 512), (64, 8192, 256)])
-def test_wide_layers_take_winograd_and_still_match(monkeypatch, resolution, channel_base, channel_max):
+def test_wide_layers_take_winograd_by_the_rules_and_still_match(monkeypatch, resolution, channel_base, channel_max):
     # 512 channels up to 32 px: the cached-weight branch; 256 channels at 64 px: the per-call modulated weight.
     from torch_utils.ops import winograd
 
+    rules = conv_plan.Plan()
+    monkeypatch.setattr(conv_plan, "current_plan", lambda: rules)
     calls, real = [], winograd.conv3x3
     monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(tuple(a[0].shape[1:3])) or real(*a, **k))
     G = _generator(resolution, channel_base, channel_max, seed=2)
     img, mask, z = _inputs(1, resolution, seed=2)
     ref, fast = _both(G, img, mask, z, noise_mode="const")
     assert (channel_max, resolution) in calls and (channel_max, 8) in calls
-    assert all(c >= fast_path.WINOGRAD_MIN_CHANNELS and r >= fast_path.WINOGRAD_MIN_SIZE for c, r in calls)
+    assert all(c >= conv_plan.WINOGRAD_MIN_CHANNELS and r >= conv_plan.WINOGRAD_MIN_SIZE for c, r in calls)
     assert (fast - ref).abs().max().item() <= TOLERANCE
+
+
+def test_prepared_weights_are_not_copies_of_every_parameter(monkeypatch):
+    # With the rules at 32 px and 64 channels nothing takes Winograd: the cache holds at most one packed copy of
+    # each convolution weight (the modulated-weight layers none), not a second full set of weights.
+    rules = conv_plan.Plan()
+    monkeypatch.setattr(conv_plan, "current_plan", lambda: rules)
+    G = _generator(32, 1024, 64)
+    img, mask, z = _inputs(1, 32)
+    with torch.no_grad():
+        G(img, mask, z, noise_mode="const")
+    cache = fast_path._caches[G][torch.float32]
+    conv_bytes = sum(m.weight.numel() * 4 for m in G.modules() if getattr(m, "weight", None) is not None
+                     and m.weight.ndim == 4)
+    assert 0 < cache.nbytes() <= conv_bytes * 1.1
+    assert not any(m in cache.layers and "w" in cache.layers[m] for m in G.modules() if m.__class__.__name__ in
+                   ("SynthesisLayer", "Conv2dLayer", "FullyConnectedLayer"))
 
 
 def _spy(monkeypatch):
@@ -267,3 +356,21 @@ def test_generate_cli_impl_switch_gives_the_same_images(tmp_path):
     result = CliRunner().invoke(generate.main, ["--network", path, "--images", str(tmp_path), "--masks", "center",
                                                 "--outdir", str(tmp_path / "x"), "--impl", "fastest"])
     assert result.exit_code == 2 and "--impl" in result.output
+
+
+def test_cached_tensors_are_allocated_with_mmap_allowed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_malloc, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", True)
+    with cpu_malloc.outside_heap():
+        assert calls == [(cpu_malloc._M_MMAP_MAX, 65536)]
+    assert calls[-1] == (cpu_malloc._M_MMAP_MAX, 0)
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", False)  # opted out: malloc is left alone
+    with cpu_malloc.outside_heap():
+        pass
+    assert len(calls) == 2
+    cache = fast_path._Cache(None, torch.float32, conv_plan.Plan())
+    monkeypatch.setattr(cpu_malloc._State, "in_effect", True)
+    cache.weight("w", lambda: torch.zeros(4))
+    cache.weight("w", lambda: torch.zeros(4))  # cached: no second preparation
+    assert len(calls) == 4
