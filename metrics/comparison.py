@@ -24,6 +24,7 @@ from metrics import detector_loader, metric_main, pixel_metrics
 from metrics.distributed import gather_dicts, gather_rows, rank_indices
 from metrics.eval_set import check_mask_spec, iterate_eval_pairs, open_eval_dataset, prepare_inpainter
 from metrics.feature_stats import FeatureStats, compute_real_stats
+from metrics.results_reader import split_label_arg
 
 DETECTOR_KINDS = ("fid", "ids")  # metric kinds that need the Inception detector
 HOLE_PLOT_SCHEME = "nvidia"  # holes.png x axis: NVIDIA's 10% buckets (0-60%) resolve small and large masks alike
@@ -68,12 +69,7 @@ def _unique_labels(labels):
 
 def split_network_arg(value):
     """'LABEL=PATH' -> (LABEL, PATH); a plain PATH (or an existing file whose name holds '=') -> (None, PATH)."""
-    value = str(value)
-    if "=" in value and not os.path.isfile(value):
-        label, path = value.split("=", 1)
-        if label.strip():
-            return label.strip(), path
-    return None, value
+    return split_label_arg(value, os.path.isfile)
 
 
 def build_methods(networks, baselines, *, data_path, device, impl="fast", dropout=True, results=(),

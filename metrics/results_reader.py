@@ -20,14 +20,21 @@ IMAGE_MODES = ("RGB", "RGBA", "L")  # 8-bit modes read as RGB; alpha is dropped
 MAX_NAMED = 5  # problems listed by name in one error message
 
 
+def split_label_arg(value, exists):
+    """'LABEL=PATH' -> (LABEL, PATH); a plain PATH, or one for which `exists(value)` holds although it contains
+    '=', -> (None, PATH). The rule of --network and --results alike."""
+    value = str(value)
+    if "=" in value and not exists(value):
+        label, path = value.split("=", 1)
+        if label.strip():
+            return label.strip(), path
+    return None, value
+
+
 def split_results_arg(value):
     """'NAME=DIR' -> (NAME, DIR); a plain DIR (or an existing folder whose name holds '=') -> (its basename, DIR)."""
-    value = str(value)
-    if "=" in value and not os.path.isdir(value):
-        name, folder = value.split("=", 1)
-        if name.strip():
-            return name.strip(), folder
-    return os.path.basename(os.path.normpath(value)), value
+    name, folder = split_label_arg(value, os.path.isdir)
+    return name or os.path.basename(os.path.normpath(folder)), folder
 
 
 def _read_manifest(path, what):
